@@ -1,0 +1,74 @@
+//! `zoomhook config check`
+
+use clap::Subcommand;
+
+use super::ServerArgs;
+use crate::store::postgres::redact_url;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (file, environment, flags) and print the result without secrets.
+    Check(ServerArgs),
+}
+
+/// Validates and summarises the configuration; fails with the bad key named.
+pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Check(args) = cmd;
+    let config = args.load()?;
+    println!("configuration OK");
+    println!("  listen            {}", config.listen);
+    println!("  database          {}", redact_url(&config.database_url));
+    println!(
+        "  admin token       {}",
+        if config.admin_token.is_some() {
+            "configured"
+        } else {
+            "from the store (created at first start)"
+        }
+    );
+    println!("  max body          {} bytes", config.max_body_bytes);
+    println!("  read timeout      {:?}", config.read_timeout);
+    println!(
+        "  dedupe window     {}",
+        humantime::format_duration(config.dedupe_window)
+    );
+    for source in config.sources.values() {
+        let path = if source.name == crate::config::DEFAULT_SOURCE {
+            "/webhooks/zoom".to_owned()
+        } else {
+            format!("/webhooks/zoom/{}", source.name)
+        };
+        let mut checks = Vec::new();
+        match source.secrets.len() {
+            0 => {}
+            1 => checks.push("signature".to_owned()),
+            n => checks.push(format!("signature ({n} secrets, rotation)")),
+        }
+        if source.basic_auth.is_some() {
+            checks.push("basic".into());
+        }
+        if source.token_auth.is_some() {
+            checks.push("bearer token".into());
+        }
+        if let Some(h) = &source.custom_header {
+            checks.push(format!("header {}", h.name));
+        }
+        if source.verification_token.is_some() {
+            checks.push("legacy verification token".into());
+        }
+        if !source.allow_ips.is_empty() {
+            checks.push(format!("{} allowed networks", source.allow_ips.len()));
+        }
+        let checks = if checks.is_empty() {
+            "NONE — every request will be refused; set a secret".to_owned()
+        } else {
+            checks.join(", ")
+        };
+        println!(
+            "  source {:<10} {path}: {checks}; timestamp tolerance {}s",
+            source.name,
+            source.timestamp_tolerance.as_secs()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The command line: one file per command. Server-side commands (`serve`, `demo`, `migrate`,
+//! `token create`, `config check`) read the configuration; client commands (`events …`) talk to a
+//! running server over the admin API; `send` and `simulate` act like Zoom.
+
+pub mod client;
+pub mod config_check;
+pub mod demo;
+pub mod events;
+pub mod migrate;
+pub mod send;
+pub mod serve;
+pub mod simulate;
+pub mod token;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Flags};
+
+/// zoomhook — receive, verify, store and fan out Zoom events.
+#[derive(Debug, Parser)]
+#[command(name = "zoomhook", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by the commands that read the server configuration.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE", env = "ZOOMHOOK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Database URL: sqlite://PATH (default sqlite://zoomhook.db) or postgres://…
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+impl ServerArgs {
+    /// Loads and validates the configuration (file → environment → these flags).
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let flags = Flags {
+            listen: self.listen.clone(),
+            database: self.database.clone(),
+        };
+        Ok(Config::load(self.config.as_deref(), &flags)?)
+    }
+}
+
+/// Where the CLI finds a running server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Base URL of the zoomhook server.
+    #[arg(long, env = "ZOOMHOOK_URL", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Admin API token.
+    #[arg(long, env = "ZOOMHOOK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServerArgs),
+    /// Run the server and feed it a signed, realistic meeting lifecycle.
+    Demo(demo::DemoArgs),
+    /// Sign and POST one Zoom event (or run the URL-validation handshake) exactly as Zoom does.
+    Send(send::SendArgs),
+    /// Load generator: realistic signed events at a target rate; prints rate and latency.
+    Simulate(simulate::SimulateArgs),
+    /// Query the event log of a running server.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    /// Check the configuration and print what it resolves to.
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
+    /// Manage admin API tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Apply database migrations and exit.
+    Migrate(ServerArgs),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Events(cmd) => events::run(cmd).await,
+        Command::Config(cmd) => config_check::run(cmd),
+        Command::Token(cmd) => token::run(cmd).await,
+        Command::Migrate(args) => migrate::run(args).await,
+    }
+}

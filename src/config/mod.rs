@@ -1,0 +1,489 @@
+//! One typed configuration for the whole server.
+//!
+//! Layers, each overriding the one before: the TOML file (`--config`), environment variables
+//! (`ZOOMHOOK_*`, plus Zoom's own names like `ZOOM_WEBHOOK_SECRET_TOKEN`), flags. Secrets may be
+//! given as files (`*_file` keys, `*_FILE` variables). [`Config::resolve`] validates everything at
+//! once and fails with an error that names the key, where it was set and the expected form.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use ipnet::IpNet;
+
+pub use raw::{RawConfig, Setting};
+
+/// Name of the source served at `/webhooks/zoom`.
+pub const DEFAULT_SOURCE: &str = "zoom";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default database.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://zoomhook.db";
+
+/// A configuration error naming the bad key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `{key}` (set in {origin}): {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub message: String,
+}
+
+/// A secret value; never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The secret itself; call sites are where secrets are used, so they are easy to audit.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// An admin token accepted as given (`ZOOMHOOK_ADMIN_TOKEN`).
+    pub admin_token: Option<Secret>,
+    /// Largest accepted webhook body.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a whole request body (slow-body protection).
+    pub read_timeout: Duration,
+    /// Time allowed for in-flight requests to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// How long dedupe keys are kept.
+    pub dedupe_window: Duration,
+    /// How long a SQLite write waits for a lock before the request gets 503.
+    pub sqlite_busy_timeout: Duration,
+    /// Named inbound sources; always contains [`DEFAULT_SOURCE`].
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Zoom API credentials (for the WebSocket source).
+    pub zoom_api: ZoomApiConfig,
+}
+
+/// Zoom API credentials, read from Zoom's conventional variables.
+#[derive(Debug, Clone, Default)]
+pub struct ZoomApiConfig {
+    pub account_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+}
+
+/// How one inbound source verifies requests.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    /// Webhook secret tokens: the current one first, then the previous one during rotation.
+    pub secrets: Vec<Secret>,
+    /// Accepted clock difference for `x-zm-request-timestamp`, both ways.
+    pub timestamp_tolerance: Duration,
+    /// "Basic Authentication" of Zoom's subscription settings.
+    pub basic_auth: Option<BasicAuth>,
+    /// "Token Authentication": zoomhook hosts the client-credentials token endpoint.
+    pub token_auth: Option<TokenAuth>,
+    /// "Custom Header": an `x-…` header with a fixed value.
+    pub custom_header: Option<CustomHeader>,
+    /// Legacy verification token (the `authorization` header of old Zoom apps).
+    pub verification_token: Option<Secret>,
+    /// If not empty, only these networks may post to this source.
+    pub allow_ips: Vec<IpNet>,
+}
+
+/// Basic-auth credentials Zoom sends.
+#[derive(Debug, Clone)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Client credentials Zoom uses at zoomhook's token endpoint.
+#[derive(Debug, Clone)]
+pub struct TokenAuth {
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+/// A custom header check.
+#[derive(Debug, Clone)]
+pub struct CustomHeader {
+    pub name: HeaderName,
+    pub value: Secret,
+}
+
+impl SourceConfig {
+    /// Whether any verification is configured; a source without any rejects everything.
+    pub fn has_any_check(&self) -> bool {
+        !self.secrets.is_empty()
+            || self.basic_auth.is_some()
+            || self.token_auth.is_some()
+            || self.custom_header.is_some()
+            || self.verification_token.is_some()
+    }
+}
+
+/// Values given on the command line (the last layer).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub listen: Option<String>,
+    pub database: Option<String>,
+}
+
+impl Config {
+    /// Loads file → environment → flags and validates the result.
+    pub fn load(config_file: Option<&Path>, flags: &Flags) -> Result<Config, ConfigError> {
+        let mut raw = RawConfig::default();
+        if let Some(path) = config_file {
+            raw.load_file(path)?;
+        }
+        raw.merge_env(std::env::vars())?;
+        if let Some(listen) = &flags.listen {
+            raw.set("listen", listen.clone(), "--listen");
+        }
+        if let Some(database) = &flags.database {
+            raw.set("database_url", database.clone(), "--database");
+        }
+        Config::resolve(&raw)
+    }
+
+    /// Validates a layered raw configuration.
+    pub fn resolve(raw: &RawConfig) -> Result<Config, ConfigError> {
+        let r = Resolver { raw };
+        let listen = r.parse(
+            "listen",
+            DEFAULT_LISTEN,
+            "an address such as 127.0.0.1:8080 or 0.0.0.0:8080",
+            |v| v.parse().ok(),
+        )?;
+        let database_url = r
+            .text("database_url")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("sqlite://")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(r.error(
+                "database_url",
+                "expected sqlite://PATH or postgres://USER@HOST:PORT/DB",
+            ));
+        }
+        let mut sources = BTreeMap::new();
+        for name in r.source_names() {
+            sources.insert(name.clone(), r.source(&name)?);
+        }
+        Ok(Config {
+            listen,
+            database_url,
+            admin_token: r.secret("admin_token")?,
+            max_body_bytes: r.parse(
+                "max_body_bytes",
+                "2097152",
+                "a size in bytes, e.g. 2097152",
+                |v| v.parse::<usize>().ok().filter(|n| *n >= 1024),
+            )?,
+            read_timeout: r.duration("read_timeout", "10s")?,
+            shutdown_timeout: r.duration("shutdown_timeout", "30s")?,
+            dedupe_window: r.duration("dedupe_window", "7d")?,
+            sqlite_busy_timeout: r.duration("sqlite_busy_timeout", "2s")?,
+            sources,
+            zoom_api: ZoomApiConfig {
+                account_id: r.text("zoom_account_id"),
+                client_id: r.text("zoom_client_id"),
+                client_secret: r.secret("zoom_client_secret")?,
+            },
+        })
+    }
+
+    /// The configuration of a source, if it exists.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.get(name)
+    }
+}
+
+/// Reads typed values out of a [`RawConfig`], producing errors that name the key and origin.
+struct Resolver<'a> {
+    raw: &'a RawConfig,
+}
+
+impl Resolver<'_> {
+    fn setting(&self, key: &str) -> Option<&Setting> {
+        self.raw
+            .settings
+            .get(key)
+            .filter(|s| !s.value.trim().is_empty())
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.setting(key).map(|s| s.value.trim().to_owned())
+    }
+
+    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_owned(),
+            origin: self
+                .raw
+                .settings
+                .get(key)
+                .map(|s| s.origin.clone())
+                .unwrap_or_else(|| "defaults".into()),
+            message: message.into(),
+        }
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        default: &str,
+        expected: &str,
+        f: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        let value = self.text(key).unwrap_or_else(|| default.to_owned());
+        f(&value).ok_or_else(|| self.error(key, format!("expected {expected}, got {value:?}")))
+    }
+
+    fn duration(&self, key: &str, default: &str) -> Result<Duration, ConfigError> {
+        self.parse(
+            key,
+            default,
+            "a duration such as 300s, 5m, 2h or 7d",
+            parse_duration,
+        )
+    }
+
+    /// A secret given inline (`key`) or as a file (`key_file`); setting both is an error.
+    fn secret(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
+        let file_key = format!("{key}_file");
+        match (self.text(key), self.text(&file_key)) {
+            (Some(_), Some(_)) => Err(self.error(
+                &file_key,
+                format!("set either `{key}` or `{file_key}`, not both"),
+            )),
+            (Some(value), None) => Ok(Some(Secret(value))),
+            (None, Some(path)) => {
+                let value = std::fs::read_to_string(&path).map_err(|e| {
+                    self.error(&file_key, format!("cannot read secret file {path:?}: {e}"))
+                })?;
+                let value = value.trim_end_matches(['\n', '\r']).to_owned();
+                if value.is_empty() {
+                    return Err(self.error(&file_key, format!("secret file {path:?} is empty")));
+                }
+                Ok(Some(Secret(value)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn source_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .raw
+            .settings
+            .keys()
+            .filter_map(|k| k.strip_prefix("sources."))
+            .map(|rest| rest.split('.').next().unwrap_or(rest).to_owned())
+            .collect();
+        names.push(DEFAULT_SOURCE.to_owned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn source(&self, name: &str) -> Result<SourceConfig, ConfigError> {
+        let key = |field: &str| format!("sources.{name}.{field}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(self.error(&format!("sources.{name}"), "source names use lowercase letters, digits and '-' (they appear in the URL /webhooks/zoom/NAME)"));
+        }
+        let secrets = [
+            self.secret(&key("secret"))?,
+            self.secret(&key("previous_secret"))?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let basic_auth = match (
+            self.text(&key("basic_username")),
+            self.secret(&key("basic_password"))?,
+        ) {
+            (Some(username), Some(password)) => Some(BasicAuth { username, password }),
+            (None, None) => None,
+            _ => {
+                return Err(self.error(
+                    &key("basic_username"),
+                    "Basic auth needs both basic_username and basic_password",
+                ));
+            }
+        };
+        let token_auth = match (
+            self.text(&key("token_client_id")),
+            self.secret(&key("token_client_secret"))?,
+        ) {
+            (Some(client_id), Some(client_secret)) => Some(TokenAuth {
+                client_id,
+                client_secret,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(self.error(
+                    &key("token_client_id"),
+                    "Token authentication needs both token_client_id and token_client_secret",
+                ));
+            }
+        };
+        let custom_header = match (
+            self.text(&key("custom_header_name")),
+            self.secret(&key("custom_header_value"))?,
+        ) {
+            (Some(header), Some(value)) => {
+                let lower = header.to_ascii_lowercase();
+                let name = HeaderName::from_bytes(lower.as_bytes())
+                    .ok()
+                    .filter(|_| lower.starts_with("x-"))
+                    .ok_or_else(|| self.error(&key("custom_header_name"), format!("expected a header name starting with x- (Zoom's custom header form), got {header:?}")))?;
+                Some(CustomHeader { name, value })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(self.error(
+                    &key("custom_header_name"),
+                    "a custom header needs both custom_header_name and custom_header_value",
+                ));
+            }
+        };
+        let allow_ips = match self.text(&key("allow_ips")) {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    parse_cidr(s).ok_or_else(|| {
+                        self.error(
+                            &key("allow_ips"),
+                            format!(
+                                "expected CIDRs such as 203.0.113.0/24 or 2001:db8::/32, got {s:?}"
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let tolerance_key = key("timestamp_tolerance");
+        Ok(SourceConfig {
+            name: name.to_owned(),
+            secrets,
+            timestamp_tolerance: self.duration(&tolerance_key, "300s")?,
+            basic_auth,
+            token_auth,
+            custom_header,
+            verification_token: self.secret(&key("verification_token"))?,
+            allow_ips,
+        })
+    }
+}
+
+/// Parses `300s`, `5m`, `7d`, `1h 30m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).ok()
+}
+
+/// Parses a CIDR, accepting a bare address as a single-host network.
+pub fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut raw = RawConfig::default();
+        raw.merge_toml(toml, "test.toml")?;
+        raw.merge_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        Config::resolve(&raw)
+    }
+
+    #[test]
+    fn defaults_work_with_no_configuration() {
+        let cfg = resolve("", &[]).unwrap();
+        assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(cfg.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(cfg.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(
+            cfg.source("zoom").unwrap().timestamp_tolerance,
+            Duration::from_secs(300)
+        );
+        assert!(!cfg.source("zoom").unwrap().has_any_check());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_zoom_names_are_honoured() {
+        let cfg = resolve(
+            "listen = \"127.0.0.1:9000\"\n[sources.zoom]\nsecret = \"from-file\"\n[sources.sales]\nsecret = \"s\"\n",
+            &[("ZOOMHOOK_LISTEN", "0.0.0.0:9100"), ("ZOOM_WEBHOOK_SECRET_TOKEN", "from-env")],
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.to_string(), "0.0.0.0:9100");
+        assert_eq!(cfg.source("zoom").unwrap().secrets[0].expose(), "from-env");
+        assert_eq!(cfg.source("sales").unwrap().secrets[0].expose(), "s");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "file-secret\n").unwrap();
+        let cfg = resolve(
+            "",
+            &[("ZOOM_WEBHOOK_SECRET_TOKEN_FILE", path.to_str().unwrap())],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.source("zoom").unwrap().secrets[0].expose(),
+            "file-secret"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_where_it_was_set() {
+        let err = resolve("", &[("ZOOMHOOK_READ_TIMEOUT", "soon")]).unwrap_err();
+        assert_eq!(err.key, "read_timeout");
+        assert_eq!(err.origin, "ZOOMHOOK_READ_TIMEOUT");
+        let err = resolve("[sources.zoom]\nallow_ips = [\"10.0.0.0/33\"]\n", &[]).unwrap_err();
+        assert_eq!(err.key, "sources.zoom.allow_ips");
+        let err = resolve(
+            "[sources.zoom]\ncustom_header_name = \"my-key\"\ncustom_header_value = \"v\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "sources.zoom.custom_header_name");
+        let err = resolve("[sources.Bad_Name]\nsecret = \"x\"\n", &[]).unwrap_err();
+        assert!(err.key.starts_with("sources.Bad_Name"), "{err}");
+        let err = resolve("", &[("ZOOMHOOK_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(err.key, "database_url");
+    }
+}

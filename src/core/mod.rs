@@ -1,0 +1,5 @@
+//! Small domain facts shared by every part of zoomhook.
+
+pub mod clock;
+pub mod ids;
+pub mod pattern;

@@ -1,0 +1,179 @@
+//! Assembling and running the server: `run(config, listener, shutdown)` is the one entry point,
+//! used by `zoomhook serve`, `zoomhook demo` and the integration tests (which pass a listener
+//! bound to an ephemeral port).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::core::clock::now_millis;
+use crate::store::group_commit::EventAppender;
+use crate::store::{self, EventStore, StoreOptions};
+use crate::{api, ingest, metrics};
+
+/// Everything a request handler needs. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The shared part of [`AppState`].
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn EventStore>,
+    /// The only way events enter the log: through group commit.
+    pub appender: EventAppender,
+    pub metrics: PrometheusHandle,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Store options derived from the configuration.
+pub fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        busy_timeout_ms: config.sqlite_busy_timeout.as_millis() as u64,
+        ..StoreOptions::default()
+    }
+}
+
+/// Builds the complete router for a state.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(ingest::router())
+        .merge(api::router(state.clone()))
+        .with_state(state)
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish (up to `shutdown_timeout`) and commits everything they queued.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = store::open(&config.database_url, &store_options(&config))
+        .await
+        .with_context(|| {
+            format!(
+                "opening the store {}",
+                store::postgres::redact_url(&config.database_url)
+            )
+        })?;
+    if let Some(token) = api::auth::bootstrap_token(store.as_ref(), &config).await? {
+        eprintln!(
+            "\nzoomhook: created the first admin token (shown only this once; only its hash is stored):\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>` or `export ZOOMHOOK_TOKEN={token}`.\n"
+        );
+    }
+    let dedupe_window_ms = config.dedupe_window.as_millis() as i64;
+    let (appender, committer) = EventAppender::start(Arc::clone(&store), dedupe_window_ms);
+    let purger = tokio::spawn(purge_dedupe_keys(Arc::clone(&store), config.dedupe_window));
+    let shutdown_timeout = config.shutdown_timeout;
+    let local = listener
+        .local_addr()
+        .context("reading the listener address")?;
+    warn_about_unverifiable_sources(&config);
+    let state = AppState(Arc::new(Shared {
+        config: Arc::new(config),
+        store,
+        appender,
+        metrics: metrics::install(),
+    }));
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tracing::info!(listen = %local, "zoomhook is listening; webhooks at /webhooks/zoom");
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut graceful_rx = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful_rx.wait_for(|stopped| *stopped).await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        result = server => result.context("server task")?.context("serving HTTP")?,
+        _ = async {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(shutdown_timeout).await;
+        } => tracing::warn!(?shutdown_timeout, "in-flight requests did not finish in time; stopping anyway"),
+    }
+    // Dropping the last handles closes the commit queue; the committer commits what is queued
+    // and ends. In-flight requests that were cut off above never got a 2xx, so nothing is lost.
+    drop(state);
+    purger.abort();
+    if tokio::time::timeout(Duration::from_secs(30), committer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the committer did not finish within 30s");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn warn_about_unverifiable_sources(config: &Config) {
+    for source in config.sources.values().filter(|s| !s.has_any_check()) {
+        tracing::warn!(
+            source = %source.name,
+            "source has no webhook secret: every request to it will be refused with 401. Set ZOOM_WEBHOOK_SECRET_TOKEN (default source) or sources.{}.secret",
+            source.name
+        );
+    }
+}
+
+/// Drops expired dedupe keys periodically, so the table stays the size of the window.
+async fn purge_dedupe_keys(store: Arc<dyn EventStore>, window: Duration) {
+    let period = (window / 10).clamp(Duration::from_secs(10), Duration::from_secs(3600));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        ticker.tick().await;
+        match store.purge_expired_dedupe_keys(now_millis()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired dedupe keys purged"),
+            Err(error) => tracing::warn!(%error, "could not purge expired dedupe keys"),
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,32 @@
+//! Embedded schema migrations, applied in order at start (and by `zoomhook migrate`).
+//!
+//! Each backend records applied versions in `schema_migrations`; a migration runs in the same
+//! transaction as its record, so a crash mid-migration leaves nothing half applied.
+
+/// One migration: a version number and the SQL to run.
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// SQLite migrations, oldest first.
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../../migrations/sqlite/0001_event_log.sql"),
+}];
+
+/// PostgreSQL migrations, oldest first.
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../../migrations/postgres/0001_event_log.sql"),
+}];
+
+/// The table that records applied versions (same DDL on both backends).
+pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)";

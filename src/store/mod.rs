@@ -1,0 +1,197 @@
+//! The event log and the little state around it, behind one trait with one file per backend.
+//!
+//! * [`EventStore`] is the contract; `sqlite.rs` (embedded default) and `postgres.rs` implement it
+//!   and both pass the same contract suite (`tests/store_contract.rs`).
+//! * [`group_commit::EventAppender`] batches concurrent appends into one durable transaction.
+//! * [`dedupe`] decides, once for both backends, which events of a batch are new.
+
+pub mod dedupe;
+pub mod group_commit;
+mod migrations;
+pub mod postgres;
+pub mod query;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use query::EventQuery;
+
+/// A verified event about to be appended to the log.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Stable id (`evt_<ULID>`), generated at receipt; if the event turns out to be a duplicate the
+    /// original's id is answered instead.
+    pub id: String,
+    /// Name of the source it arrived on (`zoom` for `/webhooks/zoom`).
+    pub source: String,
+    /// `event`, e.g. `meeting.started`.
+    pub event: String,
+    /// `event_ts` (epoch ms), when the event occurred.
+    pub event_ts: Option<i64>,
+    /// `payload.account_id`.
+    pub account_id: Option<String>,
+    /// `payload.object.id`, normalised to a string.
+    pub object_id: Option<String>,
+    /// `payload.object.uuid`.
+    pub object_uuid: Option<String>,
+    /// When zoomhook received it (epoch ms).
+    pub received_at: i64,
+    /// `x-zm-request-id`, stable across Zoom's retries, when Zoom sent one.
+    pub request_id: Option<String>,
+    /// The semantic dedupe key (see `zoom::envelope::semantic_key`).
+    pub semantic_key: String,
+    /// The request body, byte for byte.
+    pub body: Bytes,
+}
+
+impl NewEvent {
+    /// Every dedupe key of this event: the request-id key (when present) and the semantic key.
+    /// A later delivery sharing **any** of them is the same event.
+    pub fn dedupe_keys(&self) -> Vec<String> {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(rid) = &self.request_id {
+            keys.push(format!("rid:{rid}"));
+        }
+        keys.push(self.semantic_key.clone());
+        keys
+    }
+}
+
+/// What happened to one appended event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Newly written at `seq`.
+    Appended { id: String, seq: i64 },
+    /// Already in the log (within the dedupe window) as `id` at `seq`; nothing was written.
+    Duplicate { id: String, seq: i64 },
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    pub event: String,
+    pub event_ts: Option<i64>,
+    pub account_id: Option<String>,
+    pub object_id: Option<String>,
+    pub object_uuid: Option<String>,
+    pub received_at: i64,
+    pub request_id: Option<String>,
+    pub semantic_key: String,
+    pub body: Vec<u8>,
+}
+
+/// An admin API token as stored: only a hash of the secret is kept.
+#[derive(Debug, Clone)]
+pub struct AdminTokenRecord {
+    pub id: String,
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub token_hash: String,
+    pub created_at: i64,
+}
+
+/// Errors of the storage layer. `Unavailable` is what the receiver turns into 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid database URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("migration {version} failed: {reason}")]
+    Migration { version: i64, reason: String },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(format!("sqlite: {e}"))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Unavailable(format!("postgres: {e}"))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(format!("postgres pool: {e}"))
+    }
+}
+
+/// The storage contract. Both backends must behave identically (the contract suite checks it).
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends a batch in **one durable transaction**: when this returns `Ok`, every `Appended`
+    /// event is committed and synced, and `seq` values are consecutive with no gaps. Events that
+    /// share a live dedupe key with the log, or with an earlier event of the same batch, are
+    /// answered `Duplicate` and not written. Dedupe keys of accepted events live `dedupe_window_ms`.
+    async fn append_batch(
+        &self,
+        batch: Vec<NewEvent>,
+        dedupe_window_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError>;
+
+    /// Log entries matching `query`, in `seq` order (descending if the query asks).
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// One entry by its stable id.
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// The highest `seq` in the log (0 when empty).
+    async fn head_seq(&self) -> Result<i64, StoreError>;
+
+    /// Cheap round trip proving the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Drops dedupe keys whose window has passed; returns how many.
+    async fn purge_expired_dedupe_keys(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Stores a new admin token (hash only).
+    async fn insert_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError>;
+
+    /// How many admin tokens exist.
+    async fn count_admin_tokens(&self) -> Result<i64, StoreError>;
+
+    /// The id of the admin token with this hash, if any.
+    async fn find_admin_token(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// Options that shape how a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a write waits for a lock held by someone else before failing (SQLite only).
+    pub busy_timeout_ms: u64,
+    /// Maximum connections for readers (admin API) on top of the single writer.
+    pub max_read_connections: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout_ms: 2_000,
+            max_read_connections: 4,
+        }
+    }
+}
+
+/// Opens the store named by a database URL (`sqlite://PATH` or `postgres://…`) and applies
+/// pending migrations.
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn EventStore>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url, options).await?))
+    } else {
+        Err(StoreError::BadUrl {
+            url: url.to_owned(),
+            reason: "expected sqlite://PATH or postgres://USER@HOST:PORT/DB".into(),
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! PostgreSQL backend: for production and for running several zoomhook instances on one database.
+//!
+//! Appends lock the single `log_head` row first (`SELECT … FOR UPDATE`). That one lock is what
+//! makes the log safe across instances: `seq` stays gap-free and in commit order, and the dedupe
+//! plan cannot race with another instance's batch. Group commit keeps the lock's cost per event
+//! small. Commits use the server's default `synchronous_commit = on` (WAL flushed before the
+//! commit returns), which is the durability the ack waits for.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use super::dedupe::{KeyOwner, plan_batch};
+use super::migrations;
+use super::query::{EVENT_COLUMNS, Param};
+use super::{
+    AdminTokenRecord, AppendOutcome, EventQuery, EventStore, NewEvent, StoreError, StoreOptions,
+    StoredEvent,
+};
+use crate::core::clock::now_millis;
+
+/// Advisory-lock key that serialises migrations when several instances start at once.
+const MIGRATION_LOCK_KEY: i64 = 0x7a6f_6f6d_686f_6f6b; // "zoomhook"
+
+/// The PostgreSQL event store.
+pub struct PgStore {
+    /// Connections are checked for health on reuse, so a lost server is noticed and replaced by
+    /// a fresh connection as soon as it is back ("recovers by itself").
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies migrations.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::BadUrl {
+            url: redact_url(url),
+            reason: format!("{e}"),
+        })?;
+        config.connect_timeout(Duration::from_secs(5));
+        config.application_name("zoomhook");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            // One connection for the group committer plus the readers.
+            .max_size(options.max_read_connections.max(1) + 1)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::BadUrl {
+                url: redact_url(url),
+                reason: e.to_string(),
+            })?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        for m in migrations::POSTGRES {
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+                .await?;
+            tx.batch_execute(migrations::CREATE_TABLE).await?;
+            let done = tx
+                .query_opt(
+                    "SELECT version FROM schema_migrations WHERE version = $1",
+                    &[&m.version],
+                )
+                .await?;
+            if done.is_none() {
+                tx.batch_execute(m.sql)
+                    .await
+                    .map_err(|e| StoreError::Migration {
+                        version: m.version,
+                        reason: e.to_string(),
+                    })?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &now_millis()],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Hides the password of a database URL in error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn row_to_event(r: &tokio_postgres::Row) -> StoredEvent {
+    StoredEvent {
+        seq: r.get(0),
+        id: r.get(1),
+        source: r.get(2),
+        event: r.get(3),
+        event_ts: r.get(4),
+        account_id: r.get(5),
+        object_id: r.get(6),
+        object_uuid: r.get(7),
+        received_at: r.get(8),
+        request_id: r.get(9),
+        semantic_key: r.get(10),
+        body: r.get(11),
+    }
+}
+
+const INSERT_EVENTS: &str = "INSERT INTO events (seq, id, source, event, event_ts, account_id, object_id, object_uuid, received_at, request_id, dedupe_key, body)
+    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bytea[])";
+
+const UPSERT_KEYS: &str = "INSERT INTO dedupe_keys (key, event_id, seq, expires_at)
+    SELECT k, e, s, $4 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(k, e, s)
+    ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, seq = excluded.seq, expires_at = excluded.expires_at
+    WHERE dedupe_keys.expires_at <= $5";
+
+/// Column-wise copies of the events to insert, for one `UNNEST` insert per batch.
+#[derive(Default)]
+struct EventColumns<'a> {
+    seq: Vec<i64>,
+    id: Vec<&'a str>,
+    source: Vec<&'a str>,
+    event: Vec<&'a str>,
+    event_ts: Vec<Option<i64>>,
+    account_id: Vec<Option<&'a str>>,
+    object_id: Vec<Option<&'a str>>,
+    object_uuid: Vec<Option<&'a str>>,
+    received_at: Vec<i64>,
+    request_id: Vec<Option<&'a str>>,
+    dedupe_key: Vec<&'a str>,
+    body: Vec<&'a [u8]>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, seq: i64, e: &'a NewEvent) {
+        self.seq.push(seq);
+        self.id.push(&e.id);
+        self.source.push(&e.source);
+        self.event.push(&e.event);
+        self.event_ts.push(e.event_ts);
+        self.account_id.push(e.account_id.as_deref());
+        self.object_id.push(e.object_id.as_deref());
+        self.object_uuid.push(e.object_uuid.as_deref());
+        self.received_at.push(e.received_at);
+        self.request_id.push(e.request_id.as_deref());
+        self.dedupe_key.push(&e.semantic_key);
+        self.body.push(&e.body[..]);
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.seq,
+            &self.id,
+            &self.source,
+            &self.event,
+            &self.event_ts,
+            &self.account_id,
+            &self.object_id,
+            &self.object_uuid,
+            &self.received_at,
+            &self.request_id,
+            &self.dedupe_key,
+            &self.body,
+        ]
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn append_batch(
+        &self,
+        batch: Vec<NewEvent>,
+        dedupe_window_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let now = now_millis();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let head: i64 = tx
+            .query_one("SELECT seq FROM log_head FOR UPDATE", &[])
+            .await?
+            .get(0);
+        let keys: Vec<String> = batch.iter().flat_map(NewEvent::dedupe_keys).collect();
+        let live: HashMap<String, KeyOwner> = tx
+            .query(
+                "SELECT key, event_id, seq FROM dedupe_keys WHERE key = ANY($1) AND expires_at > $2",
+                &[&keys, &now],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    KeyOwner {
+                        event_id: r.get(1),
+                        seq: r.get(2),
+                    },
+                )
+            })
+            .collect();
+        let plan = plan_batch(&batch, head, live);
+        if !plan.inserts.is_empty() {
+            let mut columns = EventColumns::default();
+            for &(index, seq) in &plan.inserts {
+                columns.push(seq, &batch[index]);
+            }
+            let insert = tx.prepare_cached(INSERT_EVENTS).await?;
+            tx.execute(&insert, &columns.params()).await?;
+            tx.execute("UPDATE log_head SET seq = $1", &[&plan.new_head])
+                .await?;
+        }
+        if !plan.keys.is_empty() {
+            let key_names: Vec<&str> = plan.keys.iter().map(|(k, _)| k.as_str()).collect();
+            let owners: Vec<&str> = plan.keys.iter().map(|(_, o)| o.event_id.as_str()).collect();
+            let seqs: Vec<i64> = plan.keys.iter().map(|(_, o)| o.seq).collect();
+            let expires_at = now.saturating_add(dedupe_window_ms);
+            let upsert = tx.prepare_cached(UPSERT_KEYS).await?;
+            tx.execute(&upsert, &[&key_names, &owners, &seqs, &expires_at, &now])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let (sql, params) = query.to_sql(|n| format!("${n}"));
+        let values: Vec<Box<dyn ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    Param::Text(s) => Box::new(s),
+                    Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(&sql).await?;
+        let rows = client.query(&stmt, &refs).await?;
+        Ok(rows.iter().map(row_to_event).collect())
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+        let row = client.query_opt(&sql, &[&id]).await?;
+        Ok(row.as_ref().map(row_to_event))
+    }
+
+    async fn head_seq(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_one("SELECT seq FROM log_head", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn purge_expired_dedupe_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute("DELETE FROM dedupe_keys WHERE expires_at <= $1", &[&now_ms])
+            .await?)
+    }
+
+    async fn insert_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO admin_tokens (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+                &[&token.id, &token.name, &token.token_hash, &token.created_at],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn count_admin_tokens(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_one("SELECT COUNT(*) FROM admin_tokens", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn find_admin_token(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT id FROM admin_tokens WHERE token_hash = $1",
+                &[&token_hash],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/zoomhook"),
+            "postgres://app:***@db:5432/zoomhook"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+    }
+}

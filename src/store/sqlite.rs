@@ -1,0 +1,349 @@
+//! SQLite backend: the embedded default, so `zoomhook serve` needs no setup.
+//!
+//! One writer connection (SQLite allows one writer at a time anyway) behind a `std::sync::Mutex`
+//! that is only ever locked inside `spawn_blocking`, never across an `.await`; readers get their
+//! own connections from a small pool so admin queries never wait for a commit. WAL mode with
+//! `synchronous = FULL` makes every commit fsync the WAL before it returns: that is the
+//! durability the ack waits for.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+
+use super::dedupe::{KeyOwner, plan_batch};
+use super::migrations::{self, Migration};
+use super::query::Param;
+use super::{
+    AdminTokenRecord, AppendOutcome, EventQuery, EventStore, NewEvent, StoreError, StoreOptions,
+    StoredEvent,
+};
+use crate::core::clock::now_millis;
+
+/// The SQLite event store.
+pub struct SqliteStore {
+    /// The single writer; `Arc` so blocking tasks can own a handle.
+    writer: Arc<Mutex<Connection>>,
+    /// Idle reader connections, created on demand up to `max_readers`.
+    readers: Arc<ReaderPool>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    busy_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = lock(&self.idle).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(self.busy_timeout)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: a panic while holding the writer can only have
+/// happened inside a rusqlite transaction, which rolls back on drop, so the connection is sound.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn join_error(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Unavailable(format!("sqlite worker task failed: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and applies migrations.
+    pub async fn open(path: &str, options: &StoreOptions) -> Result<SqliteStore, StoreError> {
+        if path.is_empty() {
+            return Err(StoreError::BadUrl {
+                url: format!("sqlite://{path}"),
+                reason: "the path is empty; use sqlite://zoomhook.db or sqlite:///var/lib/zoomhook/zoomhook.db".into(),
+            });
+        }
+        let path = PathBuf::from(path);
+        let busy_timeout = Duration::from_millis(options.busy_timeout_ms);
+        let path_for_open = path.clone();
+        let writer = tokio::task::spawn_blocking(move || open_writer(&path_for_open, busy_timeout))
+            .await
+            .map_err(join_error)??;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(ReaderPool {
+                path,
+                busy_timeout,
+                max_idle: options.max_read_connections.max(1),
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || f(&mut lock(&writer)))
+            .await
+            .map_err(join_error)?
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.take()?;
+            let result = f(&conn);
+            readers.give_back(conn);
+            result
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
+        })?;
+    }
+    let mut conn = Connection::open(path).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot open SQLite database {}: {e}",
+            path.display()
+        ))
+    })?;
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "SQLite refused WAL mode (got {mode}) for {}",
+            path.display()
+        )));
+    }
+    // FULL: in WAL mode every commit syncs the WAL, so a committed event survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    apply_migrations(&mut conn, migrations::SQLITE)?;
+    Ok(conn)
+}
+
+fn apply_migrations(conn: &mut Connection, all: &[Migration]) -> Result<(), StoreError> {
+    conn.execute(migrations::CREATE_TABLE, [])?;
+    for m in all {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [m.version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(m.sql).map_err(|e| StoreError::Migration {
+                version: m.version,
+                reason: e.to_string(),
+            })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![m.version, m.name, now_millis()],
+            )?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn append_in_transaction(
+    conn: &mut Connection,
+    batch: &[NewEvent],
+    dedupe_window_ms: i64,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let now = now_millis();
+    // IMMEDIATE takes the write lock before the reads below, so the dedupe plan cannot race.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+    let mut live = HashMap::new();
+    {
+        let mut find = tx.prepare_cached(
+            "SELECT event_id, seq FROM dedupe_keys WHERE key = ?1 AND expires_at > ?2",
+        )?;
+        for key in batch.iter().flat_map(NewEvent::dedupe_keys) {
+            if live.contains_key(&key) {
+                continue;
+            }
+            let owner = find
+                .query_row(params![key, now], |r| {
+                    Ok(KeyOwner {
+                        event_id: r.get(0)?,
+                        seq: r.get(1)?,
+                    })
+                })
+                .optional()?;
+            if let Some(owner) = owner {
+                live.insert(key, owner);
+            }
+        }
+    }
+    let plan = plan_batch(batch, head, live);
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (seq, id, source, event, event_ts, account_id, object_id, object_uuid, received_at, request_id, dedupe_key, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for &(index, seq) in &plan.inserts {
+            let e = &batch[index];
+            insert.execute(params![
+                seq,
+                e.id,
+                e.source,
+                e.event,
+                e.event_ts,
+                e.account_id,
+                e.object_id,
+                e.object_uuid,
+                e.received_at,
+                e.request_id,
+                e.semantic_key,
+                &e.body[..],
+            ])?;
+        }
+        let mut upsert_key = tx.prepare_cached(
+            "INSERT INTO dedupe_keys (key, event_id, seq, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, seq = excluded.seq, expires_at = excluded.expires_at
+             WHERE dedupe_keys.expires_at <= ?5",
+        )?;
+        let expires_at = now.saturating_add(dedupe_window_ms);
+        for (key, owner) in &plan.keys {
+            upsert_key.execute(params![key, owner.event_id, owner.seq, expires_at, now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(plan.outcomes)
+}
+
+fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        source: r.get(2)?,
+        event: r.get(3)?,
+        event_ts: r.get(4)?,
+        account_id: r.get(5)?,
+        object_id: r.get(6)?,
+        object_uuid: r.get(7)?,
+        received_at: r.get(8)?,
+        request_id: r.get(9)?,
+        semantic_key: r.get(10)?,
+        body: r.get(11)?,
+    })
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append_batch(
+        &self,
+        batch: Vec<NewEvent>,
+        dedupe_window_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.with_writer(move |conn| append_in_transaction(conn, &batch, dedupe_window_ms))
+            .await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let (sql, params) = query.to_sql(|n| format!("?{n}"));
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let values = params.into_iter().map(|p| match p {
+                Param::Text(s) => rusqlite::types::Value::Text(s),
+                Param::Int(i) => rusqlite::types::Value::Integer(i),
+            });
+            let rows = stmt.query_map(params_from_iter(values), row_to_event)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let id = id.to_owned();
+        self.with_reader(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM events WHERE id = ?1",
+                super::query::EVENT_COLUMNS
+            );
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], row_to_event)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn head_seq(&self) -> Result<i64, StoreError> {
+        self.with_reader(|conn| {
+            Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_reader(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn purge_expired_dedupe_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.with_writer(move |conn| {
+            let n = conn.execute("DELETE FROM dedupe_keys WHERE expires_at <= ?1", [now_ms])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn insert_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
+        let t = token.clone();
+        self.with_writer(move |conn| {
+            conn.execute(
+                "INSERT INTO admin_tokens (id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![t.id, t.name, t.token_hash, t.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_admin_tokens(&self) -> Result<i64, StoreError> {
+        self.with_reader(|conn| {
+            Ok(conn.query_row("SELECT COUNT(*) FROM admin_tokens", [], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn find_admin_token(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let hash = token_hash.to_owned();
+        self.with_reader(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id FROM admin_tokens WHERE token_hash = ?1")?
+                .query_row([hash], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+}
