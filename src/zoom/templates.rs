@@ -75,7 +75,8 @@ impl Participant {
     pub fn random(index: usize) -> Participant {
         let name = NAMES[index % NAMES.len()];
         Participant {
-            user_id: (16_778_240 + index as u64 * 1024 + rand::random::<u64>() % 1000).to_string(),
+            user_id: (16_778_240 + (index as u64 % 100_000) * 1024 + rand::random::<u64>() % 1000)
+                .to_string(),
             participant_uuid: random_token(22),
             name: name.into(),
             email: format!(
