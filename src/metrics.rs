@@ -9,6 +9,13 @@
 //! | `zoomhook_commit_seconds` | histogram | duration of one group commit |
 //! | `zoomhook_commit_failures_total` | counter | |
 //! | `zoomhook_url_validations_total` | counter | `source`, `outcome` |
+//! | `zoomhook_sync_lag_events` | gauge | log head − sync cursor |
+//! | `zoomhook_sync_applied_events_total` | counter | events applied by the sync reader |
+//! | `zoomhook_sync_batch_seconds` | histogram | duration of one sync batch |
+//! | `zoomhook_deliveries_total` | counter | `subscription`, `outcome` (succeeded, retry, failed) |
+//! | `zoomhook_delivery_attempt_seconds` | histogram | duration of one attempt |
+//! | `zoomhook_delivery_queue_depth` | gauge | deliveries pending or being sent |
+//! | `zoomhook_delivery_oldest_pending_seconds` | gauge | age of the oldest of them |
 
 use std::time::Duration;
 
@@ -31,7 +38,7 @@ pub fn install() -> PrometheusHandle {
                         &sizes,
                     )
                 });
-            match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+            match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => handle,
                 // Another recorder is installed (e.g. a second server in one test process):
                 // render from a private recorder so /metrics still answers.

@@ -12,13 +12,14 @@ use anyhow::Context;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::core::clock::now_millis;
+use crate::deliver::ssrf::SsrfPolicy;
 use crate::store::group_commit::EventAppender;
 use crate::store::{self, EventStore, StoreOptions};
-use crate::{api, ingest, metrics};
+use crate::{api, deliver, ingest, metrics, sync};
 
 /// Everything a request handler needs. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -31,6 +32,13 @@ pub struct Shared {
     /// The only way events enter the log: through group commit.
     pub appender: EventAppender,
     pub metrics: PrometheusHandle,
+    /// Bumped after each append so the log readers (sync, fan-out) pick new events up at once.
+    pub log_advanced: watch::Sender<u64>,
+    /// Woken when deliveries become due (fan-out, replay, manual retry).
+    pub deliveries_queued: Arc<Notify>,
+    /// What outbound destinations may be (checked when a subscription is saved, and again on
+    /// every connection).
+    pub ssrf: Arc<SsrfPolicy>,
 }
 
 impl Deref for AppState {
@@ -85,11 +93,15 @@ pub async fn run(
         .local_addr()
         .context("reading the listener address")?;
     warn_about_unverifiable_sources(&config);
+    let ssrf = Arc::new(SsrfPolicy::new(config.delivery.allow_cidrs.clone()));
     let state = AppState(Arc::new(Shared {
         config: Arc::new(config),
         store,
         appender,
         metrics: metrics::install(),
+        log_advanced: watch::channel(0).0,
+        deliveries_queued: Arc::new(Notify::new()),
+        ssrf,
     }));
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     tracing::info!(listen = %local, "zoomhook is listening; webhooks at /webhooks/zoom");
@@ -99,6 +111,12 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let syncer = tokio::spawn(sync::run(
+        Arc::clone(&state.store),
+        state.log_advanced.subscribe(),
+        stop_rx.clone(),
+    ));
+    let delivery = start_delivery(&state, &stop_rx)?;
     let mut graceful_rx = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = graceful_rx.wait_for(|stopped| *stopped).await;
@@ -122,8 +140,65 @@ pub async fn run(
     {
         tracing::warn!("the committer did not finish within 30s");
     }
+    // The reader stops after its current batch; an unfinished batch is simply applied at the
+    // next start (its cursor did not move).
+    for task in delivery {
+        if tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a delivery task did not stop within 30s");
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(30), syncer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the sync reader did not stop within 30s");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the fan-out reader and the delivery workers (unless `delivery_enabled = false`).
+fn start_delivery(
+    state: &AppState,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let config = &state.config.delivery;
+    if !config.enabled {
+        return Ok(Vec::new());
+    }
+    let email = match &config.smtp_url {
+        Some(url) => Some(
+            deliver::email::EmailSender::new(url.expose(), &config.smtp_from)
+                .map_err(|e| anyhow::anyhow!("smtp_url: {e}"))?,
+        ),
+        None => None,
+    };
+    let http = deliver::ssrf::delivery_client(Arc::clone(&state.ssrf), Duration::from_secs(10))
+        .context("building the delivery HTTP client")?;
+    let deliverer = Arc::new(deliver::worker::Deliverer {
+        store: Arc::clone(&state.store),
+        config: config.clone(),
+        http,
+        policy: Arc::clone(&state.ssrf),
+        email,
+        appender: Some(state.appender.clone()),
+    });
+    Ok(vec![
+        tokio::spawn(deliver::fanout::run(
+            Arc::clone(&state.store),
+            state.log_advanced.subscribe(),
+            Arc::clone(&state.deliveries_queued),
+            stop.clone(),
+        )),
+        tokio::spawn(deliver::worker::run(
+            deliverer,
+            Arc::clone(&state.deliveries_queued),
+            stop.clone(),
+        )),
+    ])
 }
 
 fn warn_about_unverifiable_sources(config: &Config) {

@@ -166,3 +166,75 @@ async fn find(state: &AppState, id: &str) -> Result<StoredEvent, HttpError> {
         .await?
         .ok_or_else(|| HttpError::not_found(format!("no event with id {id:?}")))
 }
+
+/// The body of `POST /api/v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishInput {
+    /// `family.action`, e.g. `case.updated`.
+    pub event: String,
+    pub payload: serde_json::Value,
+    /// Publishing twice with the same key stores the event once (within the dedupe window).
+    pub idempotency_key: Option<String>,
+    /// When it happened (epoch ms); default now.
+    pub event_ts: Option<i64>,
+}
+
+/// `POST /api/v1/events` — the team's own applications publish their own events into the log,
+/// to be fanned out like Zoom's (same filters, signing, retries, replay). Source `api`.
+pub async fn publish(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    let input: PublishInput = crate::api::subscriptions::json_body(&body)?;
+    let valid_name = input.event.len() <= 200
+        && input.event.contains('.')
+        && input
+            .event
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid_name {
+        return Err(HttpError::bad_request(
+            "`event` must look like family.action (letters, digits, . _ -), e.g. case.updated",
+        ));
+    }
+    if input.event.starts_with("zoomhook.")
+        || input.event == crate::zoom::envelope::URL_VALIDATION_EVENT
+    {
+        return Err(HttpError::bad_request(format!(
+            "`{}` is reserved",
+            input.event
+        )));
+    }
+    if !input.payload.is_object() {
+        return Err(HttpError::bad_request("`payload` must be a JSON object"));
+    }
+    let now = crate::core::clock::now_millis();
+    let event = serde_json::json!({
+        "event": input.event,
+        "event_ts": input.event_ts.unwrap_or(now),
+        "payload": input.payload,
+    });
+    let bytes = axum::body::Bytes::from(event.to_string());
+    let envelope = crate::zoom::envelope::Envelope::parse(&bytes)
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let key = input
+        .idempotency_key
+        .filter(|k| !k.is_empty())
+        .map(|k| format!("api:{k}"));
+    let new_event = crate::store::NewEvent::from_envelope(&envelope, "api", bytes, key, now);
+    let (status, outcome, id, seq) = match state.appender.append(new_event).await? {
+        crate::store::AppendOutcome::Appended { id, seq } => {
+            state.log_advanced.send_modify(|n| *n = n.wrapping_add(1));
+            (axum::http::StatusCode::CREATED, "accepted", id, seq)
+        }
+        crate::store::AppendOutcome::Duplicate { id, seq } => {
+            (axum::http::StatusCode::OK, "duplicate", id, seq)
+        }
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({"status": outcome, "id": id, "seq": seq})),
+    )
+        .into_response())
+}

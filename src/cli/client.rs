@@ -73,4 +73,37 @@ impl AdminClient {
         }
         Ok(response)
     }
+
+    /// Sends `body` as JSON with `method` and decodes the JSON answer (`null` for an empty one).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach zoomhook at {} (is it running? set --server or ZOOMHOOK_URL)",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let detail = value
+                .get("detail")
+                .and_then(|d| d.as_str())
+                .map(str::to_owned)
+                .unwrap_or(text);
+            bail!("{url} answered {status}: {detail}");
+        }
+        Ok(value)
+    }
 }

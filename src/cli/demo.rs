@@ -78,12 +78,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }));
 
     println!("zoomhook demo — {base} (store: {database})\n");
-    feed(&base, &secret, &args).await?;
+    let meetings = feed(&base, &secret, &args).await?;
+    show_attendance(&base, &admin_token, &meetings).await;
     println!("\nTry it yourself:");
     println!(
         "  export ZOOMHOOK_URL={base} ZOOMHOOK_TOKEN={admin_token} ZOOM_WEBHOOK_SECRET_TOKEN={secret}"
     );
     println!("  zoomhook events list");
+    println!("  zoomhook meetings list");
+    if let Some(m) = meetings.first() {
+        println!("  zoomhook attendance '{}' --csv", m.uuid);
+    }
     println!("  zoomhook send --url {base}/webhooks/zoom --event meeting.started");
     println!("  curl -H \"Authorization: Bearer $ZOOMHOOK_TOKEN\" {base}/api/v1/events");
     if exit_after_feed {
@@ -95,9 +100,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn feed(base: &str, secret: &str, args: &DemoArgs) -> anyhow::Result<()> {
+async fn feed(base: &str, secret: &str, args: &DemoArgs) -> anyhow::Result<Vec<Meeting>> {
     let client = reqwest::Client::new();
     let url = format!("{base}/webhooks/zoom");
+    let mut meetings = Vec::new();
     for n in 0..args.meetings {
         let meeting = Meeting::random(now_millis() + n as i64 * 60_000);
         let people: Vec<Participant> = (0..args.participants).map(Participant::random).collect();
@@ -139,6 +145,42 @@ async fn feed(base: &str, secret: &str, args: &DemoArgs) -> anyhow::Result<()> {
             }
             tokio::time::sleep(args.pace).await;
         }
+        meetings.push(meeting);
     }
-    Ok(())
+    Ok(meetings)
+}
+
+/// Prints the attendance sync derived from the events just sent (waiting briefly for sync).
+async fn show_attendance(base: &str, token: &str, meetings: &[Meeting]) {
+    let client = reqwest::Client::new();
+    for meeting in meetings {
+        let path = format!(
+            "{base}/api/v1/meeting-instances/{}/participants",
+            super::meetings::path_segment(&meeting.uuid)
+        );
+        let mut page = serde_json::Value::Null;
+        for _ in 0..50 {
+            let answer = client.get(&path).bearer_auth(token).send().await;
+            if let Ok(response) = answer
+                && let Ok(value) = response.json::<serde_json::Value>().await
+                && value["data"].as_array().is_some_and(|d| !d.is_empty())
+            {
+                page = value;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "\nattendance of “{}” (synchronised from the events):",
+            meeting.topic
+        );
+        for p in page["data"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<24} {} session(s), {} s",
+                p["user_name"].as_str().unwrap_or("?"),
+                p["attendance"]["sessions"],
+                p["attendance"]["total_seconds"]
+            );
+        }
+    }
 }

@@ -6,10 +6,13 @@ pub mod client;
 pub mod config_check;
 pub mod demo;
 pub mod events;
+pub mod meetings;
 pub mod migrate;
 pub mod send;
 pub mod serve;
 pub mod simulate;
+pub mod subs;
+pub mod sync;
 pub mod token;
 
 use std::path::PathBuf;
@@ -83,6 +86,22 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Apply database migrations and exit.
     Migrate(ServerArgs),
+    /// Synchronised meetings of a running server.
+    #[command(subcommand)]
+    Meetings(meetings::MeetingsCommand),
+    /// Attendance of one meeting occurrence: who attended and for how long (`--csv` for a report).
+    Attendance(meetings::AttendanceArgs),
+    /// Outbound subscriptions (webhooks and email) of a running server.
+    #[command(subcommand)]
+    Subs(subs::SubsCommand),
+    /// Deliveries of a subscription: list, show with attempts, retry.
+    #[command(subcommand)]
+    Deliveries(subs::DeliveriesCommand),
+    /// Re-deliver a range of events (by seq, time or entity) to a subscription, with progress.
+    Replay(subs::ReplayArgs),
+    /// Entity sync: rebuild from the log, or show where it stands.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
 }
 
 /// Runs the parsed command.
@@ -96,5 +115,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_check::run(cmd),
         Command::Token(cmd) => token::run(cmd).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Meetings(cmd) => meetings::run(cmd).await,
+        Command::Attendance(args) => meetings::attendance(args).await,
+        Command::Sync(cmd) => sync::run(cmd).await,
+        Command::Subs(cmd) => subs::run(cmd).await,
+        Command::Deliveries(cmd) => subs::deliveries(cmd).await,
+        Command::Replay(args) => subs::replay(args).await,
     }
 }

@@ -342,7 +342,6 @@ impl Worker {
 /// Pre-serialised event templates with holes for the parts that make each event unique.
 struct EventMix {
     templates: Vec<Vec<Segment>>,
-    base_ts: i64,
 }
 
 enum Segment {
@@ -381,10 +380,7 @@ impl EventMix {
                 split_template(&templates::to_bytes(&value))
             })
             .collect();
-        EventMix {
-            templates,
-            base_ts: now_millis(),
-        }
+        EventMix { templates }
     }
 
     fn render(&self, unique: u64) -> Bytes {
@@ -393,11 +389,9 @@ impl EventMix {
         for segment in template {
             match segment {
                 Segment::Literal(bytes) => out.extend_from_slice(bytes),
-                Segment::EventTs => out.extend_from_slice(
-                    (self.base_ts + (unique & 0xff_ffff) as i64)
-                        .to_string()
-                        .as_bytes(),
-                ),
+                // The time it is sent, as Zoom's event_ts is when the event happened; the
+                // uuid keeps every event unique. Receivers can measure delay against it.
+                Segment::EventTs => out.extend_from_slice(now_millis().to_string().as_bytes()),
                 Segment::Uuid => out.extend_from_slice(format!("sim{unique:016x}==").as_bytes()),
             }
         }

@@ -55,6 +55,24 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Settings of outbound delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Run the fan-out reader and delivery workers in this process.
+    pub enabled: bool,
+    /// Delays between attempts (`ZOOMHOOK_DELIVERY_RETRY_SCHEDULE`).
+    pub retry_schedule: Vec<Duration>,
+    /// Networks deliveries may reach although private or loopback (`ZOOMHOOK_DELIVERY_ALLOW_CIDRS`).
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// A subscription failing without a single success for this long is disabled.
+    pub disable_after: Duration,
+    /// Finished deliveries (and their attempts) are deleted this long after their last update.
+    pub retention: Duration,
+    /// `smtp://host:port` or `smtps://user:pass@host` for email subscriptions.
+    pub smtp_url: Option<Secret>,
+    pub smtp_from: String,
+}
+
 /// The validated server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +94,8 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     /// Zoom API credentials (for the WebSocket source).
     pub zoom_api: ZoomApiConfig,
+    /// Outbound delivery (webhooks and email).
+    pub delivery: DeliveryConfig,
 }
 
 /// Zoom API credentials, read from Zoom's conventional variables.
@@ -202,6 +222,28 @@ impl Config {
             dedupe_window: r.duration("dedupe_window", "7d")?,
             sqlite_busy_timeout: r.duration("sqlite_busy_timeout", "2s")?,
             sources,
+            delivery: DeliveryConfig {
+                enabled: r.parse("delivery_enabled", "true", "true or false", |v| {
+                    v.parse().ok()
+                })?,
+                retry_schedule: r.parse(
+                    "delivery_retry_schedule",
+                    crate::deliver::retry::DEFAULT_SCHEDULE,
+                    "comma-separated durations such as 5s,5m,30m,2h",
+                    crate::deliver::retry::parse_schedule,
+                )?,
+                allow_cidrs: {
+                    let text = r.text("delivery_allow_cidrs").unwrap_or_default();
+                    crate::deliver::ssrf::parse_allow_list(&text)
+                        .map_err(|e| r.error("delivery_allow_cidrs", e))?
+                },
+                disable_after: r.duration("delivery_disable_after", "5d")?,
+                retention: r.duration("delivery_retention", "30d")?,
+                smtp_url: r.secret("smtp_url")?,
+                smtp_from: r
+                    .text("smtp_from")
+                    .unwrap_or_else(|| "zoomhook@localhost".into()),
+            },
             zoom_api: ZoomApiConfig {
                 account_id: r.text("zoom_account_id"),
                 client_id: r.text("zoom_client_id"),

@@ -36,6 +36,14 @@ pub const TOP_KEYS: &[&str] = &[
     "zoom_client_id",
     "zoom_client_secret",
     "zoom_client_secret_file",
+    "delivery_enabled",
+    "delivery_retry_schedule",
+    "delivery_allow_cidrs",
+    "delivery_disable_after",
+    "delivery_retention",
+    "smtp_url",
+    "smtp_url_file",
+    "smtp_from",
 ];
 
 /// Keys of a `[sources.NAME]` table.

@@ -164,19 +164,8 @@ async fn handle(
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .map(str::to_owned);
     let is_validation = envelope.event == URL_VALIDATION_EVENT;
-    let new_event = NewEvent {
-        id: crate::core::ids::new_id("evt"),
-        source: source.name.clone(),
-        event: envelope.event.clone(),
-        event_ts: envelope.event_ts,
-        account_id: envelope.account_id.clone(),
-        object_id: envelope.object_id.clone(),
-        object_uuid: envelope.object_uuid.clone(),
-        received_at: now_millis(),
-        request_id,
-        semantic_key: envelope.semantic_key.clone(),
-        body,
-    };
+    let new_event =
+        NewEvent::from_envelope(&envelope, &source.name, body, request_id, now_millis());
     if is_validation {
         return answer_url_validation(
             state,
@@ -188,10 +177,13 @@ async fn handle(
         .await;
     }
     let (outcome, response) = match state.appender.append(new_event).await {
-        Ok(AppendOutcome::Appended { id, seq }) => (
-            "accepted",
-            Json(json!({"status": "accepted", "id": id, "seq": seq})).into_response(),
-        ),
+        Ok(AppendOutcome::Appended { id, seq }) => {
+            state.log_advanced.send_modify(|n| *n = n.wrapping_add(1));
+            (
+                "accepted",
+                Json(json!({"status": "accepted", "id": id, "seq": seq})).into_response(),
+            )
+        }
         Ok(AppendOutcome::Duplicate { id, seq }) => (
             "duplicate",
             Json(json!({"status": "duplicate", "id": id, "seq": seq})).into_response(),

@@ -11,18 +11,42 @@ pub struct Migration {
 }
 
 /// SQLite migrations, oldest first.
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../../migrations/sqlite/0001_event_log.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../../migrations/sqlite/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sync",
+        sql: include_str!("../../migrations/sqlite/0002_sync.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "delivery",
+        sql: include_str!("../../migrations/sqlite/0003_delivery.sql"),
+    },
+];
 
 /// PostgreSQL migrations, oldest first.
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../../migrations/postgres/0001_event_log.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../../migrations/postgres/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sync",
+        sql: include_str!("../../migrations/postgres/0002_sync.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "delivery",
+        sql: include_str!("../../migrations/postgres/0003_delivery.sql"),
+    },
+];
 
 /// The table that records applied versions (same DDL on both backends).
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

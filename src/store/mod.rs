@@ -6,6 +6,8 @@
 //! * [`dedupe`] decides, once for both backends, which events of a batch are new.
 
 pub mod dedupe;
+pub mod deliveries;
+pub mod entities;
 pub mod group_commit;
 mod migrations;
 pub mod postgres;
@@ -17,6 +19,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use deliveries::DeliveryStore;
+pub use entities::{EntityQuery, EntityStore, ReaderPosition};
 pub use query::EventQuery;
 
 /// A verified event about to be appended to the log.
@@ -48,11 +52,36 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// A new log entry for `body`, whose parsed `envelope` gives the extracted fields.
+    pub fn from_envelope(
+        envelope: &crate::zoom::envelope::Envelope,
+        source: &str,
+        body: Bytes,
+        request_id: Option<String>,
+        received_at: i64,
+    ) -> NewEvent {
+        NewEvent {
+            id: crate::core::ids::new_id("evt"),
+            source: source.to_owned(),
+            event: envelope.event.clone(),
+            event_ts: envelope.event_ts,
+            account_id: envelope.account_id.clone(),
+            object_id: envelope.object_id.clone(),
+            object_uuid: envelope.object_uuid.clone(),
+            received_at,
+            request_id,
+            semantic_key: envelope.semantic_key.clone(),
+            body,
+        }
+    }
+
     /// Every dedupe key of this event: the request-id key (when present) and the semantic key.
     /// A later delivery sharing **any** of them is the same event.
     pub fn dedupe_keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(2);
         if let Some(rid) = &self.request_id {
+            // Not prefixed by time like the semantic key: a request id alone identifies the
+            // event, whatever the body says.
             keys.push(format!("rid:{rid}"));
         }
         keys.push(self.semantic_key.clone());
@@ -127,7 +156,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 
 /// The storage contract. Both backends must behave identically (the contract suite checks it).
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
+pub trait EventStore: EntityStore + DeliveryStore + Send + Sync + 'static {
     /// Appends a batch in **one durable transaction**: when this returns `Ok`, every `Appended`
     /// event is committed and synced, and `seq` values are consecutive with no gaps. Events that
     /// share a live dedupe key with the log, or with an earlier event of the same batch, are
@@ -161,6 +190,23 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The id of the admin token with this hash, if any.
     async fn find_admin_token(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// The position of reader `name` and the next `limit` log entries after it.
+pub async fn read_after(
+    store: &dyn EventStore,
+    name: &str,
+    limit: i64,
+) -> Result<(ReaderPosition, Vec<StoredEvent>), StoreError> {
+    let from = store.reader_position(name).await?;
+    let events = store
+        .list_events(&EventQuery {
+            after_seq: Some(from.seq),
+            limit,
+            ..Default::default()
+        })
+        .await?;
+    Ok((from, events))
 }
 
 /// Options that shape how a store is opened.

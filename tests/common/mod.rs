@@ -4,6 +4,8 @@
 //! test checks the scheme itself).
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

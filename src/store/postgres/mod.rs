@@ -6,6 +6,9 @@
 //! small. Commits use the server's default `synchronous_commit = on` (WAL flushed before the
 //! commit returns), which is the durability the ack waits for.
 
+mod deliveries;
+mod entities;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -66,6 +69,19 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Runs a generated query (see `query.rs`) with its parameters.
+    async fn query_with(
+        &self,
+        sql: &str,
+        params: Vec<Param>,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let values = boxed(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query(&stmt, &refs).await?)
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         for m in migrations::POSTGRES {
@@ -96,6 +112,19 @@ impl PgStore {
         }
         Ok(())
     }
+}
+
+/// The parameters of a generated query (see `query.rs`), owned for binding.
+fn boxed(params: Vec<Param>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                Param::Text(s) => Box::new(s),
+                Param::Int(i) => Box::new(i),
+            }
+        })
+        .collect()
 }
 
 /// Hides the password of a database URL in error messages.
@@ -246,19 +275,7 @@ impl EventStore for PgStore {
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let (sql, params) = query.to_sql(|n| format!("${n}"));
-        let values: Vec<Box<dyn ToSql + Sync + Send>> = params
-            .into_iter()
-            .map(|p| -> Box<dyn ToSql + Sync + Send> {
-                match p {
-                    Param::Text(s) => Box::new(s),
-                    Param::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(&sql).await?;
-        let rows = client.query(&stmt, &refs).await?;
+        let rows = self.query_with(&sql, params).await?;
         Ok(rows.iter().map(row_to_event).collect())
     }
 

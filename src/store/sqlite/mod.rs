@@ -6,6 +6,9 @@
 //! `synchronous = FULL` makes every commit fsync the WAL before it returns: that is the
 //! durability the ack waits for.
 
+mod deliveries;
+mod entities;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -83,8 +86,10 @@ impl SqliteStore {
         let writer = tokio::task::spawn_blocking(move || open_writer(&path_for_open, busy_timeout))
             .await
             .map_err(join_error)??;
+        let writer = Arc::new(Mutex::new(writer));
+        spawn_checkpointer(&path, busy_timeout, Arc::downgrade(&writer))?;
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             readers: Arc::new(ReaderPool {
                 path,
                 busy_timeout,
@@ -102,6 +107,26 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || f(&mut lock(&writer)))
             .await
             .map_err(join_error)?
+    }
+
+    /// Like `with_writer`, for writes that do not need their own fsync: derived state (sync),
+    /// fan-out and delivery bookkeeping. They commit with `synchronous = NORMAL`: atomic, safe
+    /// against a process crash, and made durable by the next FULL commit (the WAL is written in
+    /// order); a power loss can roll back only the last of them, and each is re-derived or
+    /// repeated from the log (at-least-once). Only appends to the event log wait for an fsync.
+    async fn with_relaxed_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.with_writer(move |conn| {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let result = f(conn);
+            let restored = conn.pragma_update(None, "synchronous", "FULL");
+            let value = result?;
+            restored?;
+            Ok(value)
+        })
+        .await
     }
 
     async fn with_reader<T: Send + 'static>(
@@ -142,8 +167,51 @@ fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
     }
     // FULL: in WAL mode every commit syncs the WAL, so a committed event survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Checkpoints run on their own thread (see `checkpointer`), never inside a commit the acks
+    // wait for; the writer keeps a larger page cache so index pages are not re-read per batch.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     apply_migrations(&mut conn, migrations::SQLITE)?;
     Ok(conn)
+}
+
+/// Page cache of the writer connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Size the WAL file is truncated back to after a checkpoint resets it, in bytes.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Starts the thread that checkpoints the WAL in the background, on its own connection.
+///
+/// A PASSIVE checkpoint never blocks the writer or readers; it copies what it can and the writer
+/// restarts the WAL from the beginning once everything is copied. Doing this inline (SQLite's
+/// auto-checkpoint) would put a large write and an extra fsync of the database file inside some
+/// commits and so into the tail latency of their acks. The thread ends when the store is dropped,
+/// after a last checkpoint.
+fn spawn_checkpointer(
+    path: &Path,
+    busy_timeout: Duration,
+    writer: std::sync::Weak<Mutex<Connection>>,
+) -> Result<(), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy_timeout)?;
+    let checkpoint = move || {
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "WAL checkpoint failed; will retry");
+        }
+    };
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while writer.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                checkpoint();
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 fn apply_migrations(conn: &mut Connection, all: &[Migration]) -> Result<(), StoreError> {
@@ -240,6 +308,16 @@ fn append_in_transaction(
     Ok(plan.outcomes)
 }
 
+/// The parameters of a generated query (see `query.rs`), bound in order.
+fn sql_values(
+    params: Vec<Param>,
+) -> rusqlite::ParamsFromIter<impl Iterator<Item = rusqlite::types::Value>> {
+    params_from_iter(params.into_iter().map(|p| match p {
+        Param::Text(s) => rusqlite::types::Value::Text(s),
+        Param::Int(i) => rusqlite::types::Value::Integer(i),
+    }))
+}
+
 fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: r.get(0)?,
@@ -272,11 +350,7 @@ impl EventStore for SqliteStore {
         let (sql, params) = query.to_sql(|n| format!("?{n}"));
         self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let values = params.into_iter().map(|p| match p {
-                Param::Text(s) => rusqlite::types::Value::Text(s),
-                Param::Int(i) => rusqlite::types::Value::Integer(i),
-            });
-            let rows = stmt.query_map(params_from_iter(values), row_to_event)?;
+            let rows = stmt.query_map(sql_values(params), row_to_event)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

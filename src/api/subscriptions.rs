@@ -1,0 +1,309 @@
+//! `/api/v1/subscriptions…` and `/api/v1/deliveries…`: outbound subscriptions, their deliveries
+//! and attempts, manual retry, replay and a test send.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+use crate::core::clock::{now_millis, parse_time};
+use crate::core::pattern::EventPattern;
+use crate::deliver::subscription::{self, SubscriptionInput};
+use crate::deliver::worker::{self, Deliverer};
+use crate::http_error::HttpError;
+use crate::server::AppState;
+use crate::store::deliveries::{Claimed, Delivery, DeliveryCounts, ReplayRange, Subscription};
+
+/// Parses a JSON request body with an error that says what is wrong.
+pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A subscription as the API shows it (never the secret, except right after it was made).
+#[derive(Debug, Serialize)]
+pub struct SubscriptionView {
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    pub headers_map: Value,
+    pub deliveries: DeliveryCounts,
+    /// Only in the answer to a create or a rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+async fn view(
+    state: &AppState,
+    sub: Subscription,
+    secret: bool,
+) -> Result<SubscriptionView, HttpError> {
+    let deliveries = state.store.delivery_counts(&sub.id).await?;
+    Ok(SubscriptionView {
+        headers_map: serde_json::from_str(&sub.headers).unwrap_or(json!({})),
+        secret: secret.then(|| sub.secret.clone()),
+        subscription: sub,
+        deliveries,
+    })
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Subscription, HttpError> {
+    state
+        .store
+        .get_subscription(id)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("no subscription {id:?}")))
+}
+
+fn invalid(e: subscription::InvalidField) -> HttpError {
+    HttpError::bad_request(e.to_string())
+}
+
+/// `POST /api/v1/subscriptions`
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, HttpError> {
+    let input: SubscriptionInput = json_body(&body)?;
+    let sub = subscription::create(input, &state.ssrf, now_millis()).map_err(invalid)?;
+    state.store.insert_subscription(&sub).await?;
+    let view = view(&state, sub, true).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// `GET /api/v1/subscriptions`
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+    let mut data = Vec::new();
+    for sub in state.store.list_subscriptions().await? {
+        data.push(view(&state, sub, false).await?);
+    }
+    Ok(Json(json!({ "data": data })))
+}
+
+/// `GET /api/v1/subscriptions/{id}`
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SubscriptionView>, HttpError> {
+    let sub = find(&state, &id).await?;
+    Ok(Json(view(&state, sub, false).await?))
+}
+
+/// `PATCH /api/v1/subscriptions/{id}` — any field of the create request; `rotate_secret: true`
+/// makes a new secret (returned once) while the old one keeps signing for `rotation_overlap`.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<SubscriptionView>, HttpError> {
+    let input: SubscriptionInput = json_body(&body)?;
+    let rotated = input.rotate_secret == Some(true);
+    let enabling = input.enabled == Some(true);
+    let mut sub = find(&state, &id).await?;
+    subscription::apply(&mut sub, input, &state.ssrf, now_millis()).map_err(invalid)?;
+    if !state.store.update_subscription(&sub).await? {
+        return Err(HttpError::not_found(format!("no subscription {id:?}")));
+    }
+    if enabling {
+        state.deliveries_queued.notify_one();
+    }
+    Ok(Json(view(&state, sub, rotated).await?))
+}
+
+/// `DELETE /api/v1/subscriptions/{id}` — with its deliveries and attempts.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpError> {
+    if state.store.delete_subscription(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(HttpError::not_found(format!("no subscription {id:?}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeliveryParams {
+    pub status: Option<String>,
+    pub before_seq: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// `GET /api/v1/subscriptions/{id}/deliveries` — newest event first; `before_seq` pages.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(p): Query<DeliveryParams>,
+) -> Result<Json<Value>, HttpError> {
+    find(&state, &id).await?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(HttpError::bad_request("`limit` must be between 1 and 1000"));
+    }
+    if let Some(status) = &p.status
+        && !matches!(
+            status.as_str(),
+            "pending" | "delivering" | "succeeded" | "failed"
+        )
+    {
+        return Err(HttpError::bad_request(
+            "`status` must be pending, delivering, succeeded or failed",
+        ));
+    }
+    let data: Vec<Delivery> = state
+        .store
+        .list_deliveries(&id, p.status.as_deref(), p.before_seq, limit)
+        .await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|d| d.event_seq))
+        .flatten();
+    Ok(Json(json!({ "data": data, "next_cursor": next_cursor })))
+}
+
+/// `GET /api/v1/deliveries/{id}` — with every attempt.
+pub async fn delivery(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    let (delivery, attempts) = state
+        .store
+        .get_delivery(&id)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("no delivery {id:?}")))?;
+    let mut value = serde_json::to_value(&delivery).unwrap_or_default();
+    if let Value::Object(map) = &mut value {
+        map.insert("attempts_list".into(), json!(attempts));
+    }
+    Ok(Json(value))
+}
+
+/// `POST /api/v1/deliveries/{id}/retry` — due now, with a fresh retry schedule.
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
+    if !state.store.retry_delivery(&id, now_millis()).await? {
+        return Err(match state.store.get_delivery(&id).await? {
+            Some(_) => HttpError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("delivery {id:?} is being sent right now"),
+            ),
+            None => HttpError::not_found(format!("no delivery {id:?}")),
+        });
+    }
+    state.deliveries_queued.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": "pending"})),
+    )
+        .into_response())
+}
+
+/// The body of a replay request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayInput {
+    pub after_seq: Option<i64>,
+    pub to_seq: Option<i64>,
+    /// RFC 3339 or epoch ms (received time).
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Only the events of one entity, e.g. a meeting id.
+    pub entity: Option<String>,
+}
+
+/// `POST /api/v1/subscriptions/{id}/replay` — re-queues the matching events of a range.
+pub async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    let input: ReplayInput = if body.is_empty() {
+        ReplayInput::default()
+    } else {
+        json_body(&body)?
+    };
+    let sub = find(&state, &id).await?;
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, HttpError> {
+        v.as_deref()
+            .map(|t| {
+                parse_time(t).ok_or_else(|| {
+                    HttpError::bad_request(format!("`{name}` must be RFC 3339 or epoch ms"))
+                })
+            })
+            .transpose()
+    };
+    let range = ReplayRange {
+        after_seq: input.after_seq,
+        to_seq: input.to_seq,
+        since: time("since", &input.since)?,
+        until: time("until", &input.until)?,
+        entity: input.entity.filter(|e| !e.is_empty()),
+    };
+    let patterns =
+        EventPattern::parse_list(&sub.events).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let queued = state
+        .store
+        .replay(&sub, &patterns, &range, now_millis())
+        .await?;
+    state.deliveries_queued.notify_one();
+    Ok(Json(json!({ "subscription_id": sub.id, "queued": queued })))
+}
+
+/// `POST /api/v1/subscriptions/{id}/test` — one signed test delivery, sent now, not queued;
+/// answers what the endpoint said.
+pub async fn test(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    let sub = find(&state, &id).await?;
+    let now = now_millis();
+    let body = json!({"event": "zoomhook.test", "event_ts": now, "payload": {"object": {"subscription_id": sub.id}}});
+    let http = crate::deliver::ssrf::delivery_client(
+        Arc::clone(&state.ssrf),
+        std::time::Duration::from_secs(10),
+    )
+    .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let email = state.config.delivery.smtp_url.as_ref().and_then(|url| {
+        crate::deliver::email::EmailSender::new(url.expose(), &state.config.delivery.smtp_from).ok()
+    });
+    let deliverer = Deliverer {
+        store: Arc::clone(&state.store),
+        config: state.config.delivery.clone(),
+        http,
+        policy: Arc::clone(&state.ssrf),
+        email,
+        appender: None,
+    };
+    let claimed = Claimed {
+        delivery: Delivery {
+            id: crate::core::ids::new_id("msg"),
+            subscription_id: sub.id.clone(),
+            event_seq: 0,
+            event_id: "evt_test".into(),
+            event: "zoomhook.test".into(),
+            entity: None,
+            status: "delivering".into(),
+            attempts: 0,
+            schedule_base: 0,
+            next_attempt_at: now,
+            last_status: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        },
+        event_ts: Some(now),
+        body: body.to_string().into_bytes(),
+    };
+    let completion = worker::send(&deliverer, &sub, claimed, now).await;
+    let a = completion.attempt;
+    Ok(Json(json!({
+        "ok": a.error.is_none(),
+        "status_code": a.status_code,
+        "duration_ms": a.duration_ms,
+        "error": a.error,
+        "response_excerpt": a.response_excerpt,
+    })))
+}

@@ -1,0 +1,455 @@
+//! `zoomhook subs …`, `zoomhook deliveries …` and `zoomhook replay` — outbound subscriptions of a
+//! running server, over the admin API.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::ClientArgs;
+use super::client::AdminClient;
+use super::meetings::path_segment;
+
+#[derive(Debug, Subcommand)]
+pub enum SubsCommand {
+    /// Create a subscription; prints its id and secret (shown only now).
+    Add(Box<AddArgs>),
+    /// List subscriptions with their delivery counts.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one subscription.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a subscription with its deliveries.
+    Rm {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send one signed test event to the subscription now and show the answer.
+    Test {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Enable a subscription (its queued deliveries go out).
+    Enable {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Disable a subscription (events keep queueing).
+    Disable {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make a new secret; the old one keeps signing for --overlap.
+    RotateSecret {
+        id: String,
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Destination URL (webhook subscriptions).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Event patterns, comma-separated: `meeting.*,*.deleted` or `*`.
+    #[arg(long)]
+    pub events: String,
+    /// standard (Standard Webhooks) or zoom (x-zm-signature, for existing Zoom consumers).
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// Custom header, NAME=VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Request timeout, e.g. 10s.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    #[arg(long)]
+    pub max_in_flight: Option<i64>,
+    /// Deliveries per second.
+    #[arg(long)]
+    pub rate_limit: Option<i64>,
+    /// none, or entity (events of one meeting/user in log order).
+    #[arg(long)]
+    pub ordering: Option<String>,
+    #[arg(long)]
+    pub https_only: bool,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Make an email subscription to these recipients (a template: `{{payload.object.host_email}}`).
+    #[arg(long)]
+    pub email_to: Option<String>,
+    #[arg(long)]
+    pub email_subject: Option<String>,
+    #[arg(long)]
+    pub email_body: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl AddArgs {
+    fn body(&self) -> anyhow::Result<Value> {
+        let mut body = Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                body.insert(k.to_owned(), v);
+            }
+        };
+        put("url", self.url.clone().map(Value::from));
+        put("events", Some(Value::from(self.events.clone())));
+        put("scheme", self.scheme.clone().map(Value::from));
+        put("timeout", self.timeout.clone().map(Value::from));
+        put("max_in_flight", self.max_in_flight.map(Value::from));
+        put("rate_limit", self.rate_limit.map(Value::from));
+        put("ordering", self.ordering.clone().map(Value::from));
+        put("https_only", self.https_only.then_some(Value::from(true)));
+        put("description", self.description.clone().map(Value::from));
+        if self.email_to.is_some() {
+            put("kind", Some(Value::from("email")));
+            put(
+                "email",
+                Some(
+                    json!({"to": self.email_to, "subject": self.email_subject, "body": self.email_body}),
+                ),
+            );
+        }
+        if !self.headers.is_empty() {
+            let mut headers = Map::new();
+            for h in &self.headers {
+                let Some((name, value)) = h.split_once('=') else {
+                    bail!("--header {h:?}: expected NAME=VALUE");
+                };
+                headers.insert(name.trim().to_owned(), Value::from(value.trim()));
+            }
+            body.insert("headers".into(), Value::Object(headers));
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs a subs command.
+pub async fn run(cmd: SubsCommand) -> anyhow::Result<()> {
+    match cmd {
+        SubsCommand::Add(args) => {
+            let api = AdminClient::new(&args.client)?;
+            let sub = api
+                .send_json(Method::POST, "/api/v1/subscriptions", Some(&args.body()?))
+                .await?;
+            println!("created {}", text(&sub["id"]));
+            println!(
+                "secret  {}   (shown only now; verify signatures with it)",
+                text(&sub["secret"])
+            );
+        }
+        SubsCommand::List { client } => {
+            let api = AdminClient::new(&client)?;
+            let page = api
+                .send_json(Method::GET, "/api/v1/subscriptions", None)
+                .await?;
+            println!(
+                "{:<30}  {:<8}  {:<9}  {:>8}  {:>9}  {:>6}  {:<24}  URL",
+                "ID", "ENABLED", "SCHEME", "PENDING", "SUCCEEDED", "FAILED", "EVENTS"
+            );
+            for s in page["data"].as_array().into_iter().flatten() {
+                let d = &s["deliveries"];
+                let url = if s["kind"] == "email" {
+                    format!("mailto:{}", text(&s["email_to"]))
+                } else {
+                    text(&s["url"])
+                };
+                println!(
+                    "{:<30}  {:<8}  {:<9}  {:>8}  {:>9}  {:>6}  {:<24}  {url}",
+                    text(&s["id"]),
+                    text(&s["enabled"]),
+                    text(&s["scheme"]),
+                    text(&d["pending"]),
+                    text(&d["succeeded"]),
+                    text(&d["failed"]),
+                    text(&s["events"])
+                );
+            }
+        }
+        SubsCommand::Show { id, client } => {
+            let api = AdminClient::new(&client)?;
+            let sub = api
+                .send_json(
+                    Method::GET,
+                    &format!("/api/v1/subscriptions/{}", path_segment(&id)),
+                    None,
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&sub)?);
+        }
+        SubsCommand::Rm { id, client } => {
+            let api = AdminClient::new(&client)?;
+            api.send_json(
+                Method::DELETE,
+                &format!("/api/v1/subscriptions/{}", path_segment(&id)),
+                None,
+            )
+            .await?;
+            println!("deleted {id}");
+        }
+        SubsCommand::Test { id, client } => {
+            let api = AdminClient::new(&client)?;
+            let r = api
+                .send_json(
+                    Method::POST,
+                    &format!("/api/v1/subscriptions/{}/test", path_segment(&id)),
+                    None,
+                )
+                .await?;
+            if r["ok"] == true {
+                println!(
+                    "OK: {} in {} ms",
+                    text(&r["status_code"]),
+                    text(&r["duration_ms"])
+                );
+            } else {
+                bail!(
+                    "test delivery failed: {} ({} ms) {}",
+                    text(&r["error"]),
+                    text(&r["duration_ms"]),
+                    text(&r["response_excerpt"])
+                );
+            }
+        }
+        SubsCommand::Enable { id, client } => {
+            patch(&client, &id, json!({"enabled": true}), "enabled").await?
+        }
+        SubsCommand::Disable { id, client } => {
+            patch(&client, &id, json!({"enabled": false}), "disabled").await?
+        }
+        SubsCommand::RotateSecret {
+            id,
+            overlap,
+            client,
+        } => {
+            let api = AdminClient::new(&client)?;
+            let sub = api
+                .send_json(
+                    Method::PATCH,
+                    &format!("/api/v1/subscriptions/{}", path_segment(&id)),
+                    Some(&json!({"rotate_secret": true, "rotation_overlap": overlap})),
+                )
+                .await?;
+            println!(
+                "new secret {}   (the previous one signs too until {})",
+                text(&sub["secret"]),
+                text(&sub["previous_until"])
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn patch(client: &ClientArgs, id: &str, body: Value, what: &str) -> anyhow::Result<()> {
+    let api = AdminClient::new(client)?;
+    api.send_json(
+        Method::PATCH,
+        &format!("/api/v1/subscriptions/{}", path_segment(id)),
+        Some(&body),
+    )
+    .await?;
+    println!("{what} {id}");
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// A subscription's deliveries, newest first.
+    List {
+        subscription: String,
+        /// pending, delivering, succeeded or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One delivery with every attempt.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a delivery again now (a dead letter too), with a fresh retry schedule.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Runs a deliveries command.
+pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeliveriesCommand::List {
+            subscription,
+            status,
+            limit,
+            client,
+        } => {
+            let api = AdminClient::new(&client)?;
+            let mut path = format!(
+                "/api/v1/subscriptions/{}/deliveries?limit={limit}",
+                path_segment(&subscription)
+            );
+            if let Some(s) = status {
+                path.push_str(&format!("&status={}", path_segment(&s)));
+            }
+            let page = api.send_json(Method::GET, &path, None).await?;
+            println!(
+                "{:<58}  {:>8}  {:<28}  {:<10}  {:>8}  LAST",
+                "ID", "SEQ", "EVENT", "STATUS", "ATTEMPTS"
+            );
+            for d in page["data"].as_array().into_iter().flatten() {
+                let last = match (&d["last_status"], &d["last_error"]) {
+                    (Value::Null, e) => text(e),
+                    (s, Value::Null) => text(s),
+                    (s, e) => format!("{} {}", text(s), text(e)),
+                };
+                println!(
+                    "{:<58}  {:>8}  {:<28}  {:<10}  {:>8}  {last}",
+                    text(&d["id"]),
+                    text(&d["event_seq"]),
+                    text(&d["event"]),
+                    text(&d["status"]),
+                    text(&d["attempts"])
+                );
+            }
+        }
+        DeliveriesCommand::Show { id, client } => {
+            let api = AdminClient::new(&client)?;
+            let d = api
+                .send_json(
+                    Method::GET,
+                    &format!("/api/v1/deliveries/{}", path_segment(&id)),
+                    None,
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        }
+        DeliveriesCommand::Retry { id, client } => {
+            let api = AdminClient::new(&client)?;
+            api.send_json(
+                Method::POST,
+                &format!("/api/v1/deliveries/{}/retry", path_segment(&id)),
+                None,
+            )
+            .await?;
+            println!("queued {id} for delivery now");
+        }
+    }
+    Ok(())
+}
+
+/// `zoomhook replay`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Subscription id.
+    pub subscription: String,
+    /// Events after this seq.
+    #[arg(long)]
+    pub after_seq: Option<i64>,
+    /// Events up to this seq (inclusive).
+    #[arg(long)]
+    pub to_seq: Option<i64>,
+    /// Received at or after (RFC 3339 or epoch ms).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Received before.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only the events of one entity, e.g. a meeting id.
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Return at once instead of following the progress.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Runs `zoomhook replay`: queues, then shows progress until the subscription's queue is empty.
+pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let api = AdminClient::new(&args.client)?;
+    let body = json!({
+        "after_seq": args.after_seq, "to_seq": args.to_seq, "since": args.since,
+        "until": args.until, "entity": args.entity,
+    });
+    let body: Map<String, Value> = body
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .collect();
+    let sub_path = format!("/api/v1/subscriptions/{}", path_segment(&args.subscription));
+    let answer = api
+        .send_json(
+            Method::POST,
+            &format!("{sub_path}/replay"),
+            Some(&Value::Object(body)),
+        )
+        .await?;
+    let queued = answer["queued"]
+        .as_i64()
+        .context("the server did not say how many were queued")?;
+    println!("queued {queued} deliveries");
+    if args.no_wait || queued == 0 {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let sub = api.send_json(Method::GET, &sub_path, None).await?;
+        let d = &sub["deliveries"];
+        let open = d["pending"].as_i64().unwrap_or(0) + d["delivering"].as_i64().unwrap_or(0);
+        let done = (queued - open).max(0);
+        eprint!(
+            "\rdelivered {done}/{queued}  (failed so far {})  {:.0}s ",
+            text(&d["failed"]),
+            started.elapsed().as_secs_f64()
+        );
+        if open == 0 {
+            eprintln!();
+            println!(
+                "replay finished: {} succeeded, {} failed in all",
+                text(&d["succeeded"]),
+                text(&d["failed"])
+            );
+            return Ok(());
+        }
+        if sub["enabled"] == false {
+            eprintln!();
+            bail!(
+                "the subscription is disabled ({}); deliveries stay queued until it is enabled",
+                text(&sub["disabled_reason"])
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,10 @@
+//! Outbound delivery: subscriptions, the durable delivery queue fed by a fan-out reader of the
+//! event log, workers that send with retries, and the SSRF guard on destinations.
+
+pub mod email;
+pub mod fanout;
+pub mod retry;
+pub mod signing;
+pub mod ssrf;
+pub mod subscription;
+pub mod worker;

@@ -1,0 +1,337 @@
+//! Subscriptions as the API and CLI give them: validation of every field with a clear message,
+//! defaults, secret generation and rotation.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::signing;
+use super::ssrf::SsrfPolicy;
+use crate::core::pattern::EventPattern;
+use crate::store::deliveries::Subscription;
+
+/// Defaults of a new subscription.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_IN_FLIGHT: i64 = 16;
+/// How long the previous secret keeps signing after a rotation, unless told otherwise.
+pub const DEFAULT_ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Email settings of an `email` subscription.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailInput {
+    /// Recipients, comma-separated; `{{payload.object.host_email}}` takes them from the event.
+    pub to: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+}
+
+/// The fields of a create or update request (all optional for an update).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionInput {
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    /// Patterns as a list or one comma-separated string.
+    pub events: Option<Value>,
+    pub scheme: Option<String>,
+    pub headers: Option<serde_json::Map<String, Value>>,
+    /// A duration such as `10s`.
+    pub timeout: Option<String>,
+    pub max_in_flight: Option<i64>,
+    /// Deliveries per second; `0` removes the limit.
+    pub rate_limit: Option<i64>,
+    pub ordering: Option<String>,
+    pub https_only: Option<bool>,
+    pub enabled: Option<bool>,
+    pub description: Option<String>,
+    pub email: Option<EmailInput>,
+    /// Update only: make a new secret; the old one keeps signing for `rotation_overlap`.
+    pub rotate_secret: Option<bool>,
+    pub rotation_overlap: Option<String>,
+}
+
+/// A field that failed validation, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("`{field}`: {message}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Headers zoomhook sets itself and a subscription may not override.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-zm-signature",
+    "x-zm-request-timestamp",
+    "x-zm-request-id",
+];
+
+fn duration(
+    field: &'static str,
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, InvalidField> {
+    let d = crate::config::parse_duration(text).ok_or_else(|| {
+        invalid(
+            field,
+            format!("expected a duration such as 10s, got {text:?}"),
+        )
+    })?;
+    if d < min || d > max {
+        return Err(invalid(
+            field,
+            format!("must be between {min:?} and {max:?}"),
+        ));
+    }
+    Ok(d)
+}
+
+/// Normalises the `events` field to a comma-separated list of valid patterns.
+fn events(value: &Value) -> Result<String, InvalidField> {
+    let list: Vec<String> = match value {
+        Value::String(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(|s| s.trim().to_owned()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| invalid("events", "expected strings such as \"meeting.*\""))?,
+        _ => {
+            return Err(invalid(
+                "events",
+                "expected a list of patterns or a comma-separated string",
+            ));
+        }
+    };
+    let list: Vec<String> = list.into_iter().filter(|p| !p.is_empty()).collect();
+    if list.is_empty() {
+        return Err(invalid(
+            "events",
+            "give at least one pattern, e.g. \"*\" for every event",
+        ));
+    }
+    EventPattern::parse_list(&list.join(",")).map_err(|e| invalid("events", e.to_string()))?;
+    Ok(list.join(","))
+}
+
+/// Applies `input` to `sub` (a new one with defaults, or an existing one), validating each field.
+pub fn apply(
+    sub: &mut Subscription,
+    input: SubscriptionInput,
+    policy: &SsrfPolicy,
+    now: i64,
+) -> Result<(), InvalidField> {
+    if let Some(kind) = input.kind {
+        if !matches!(kind.as_str(), "webhook" | "email") {
+            return Err(invalid("kind", "must be webhook or email"));
+        }
+        sub.kind = kind;
+    }
+    if let Some(url) = input.url {
+        sub.url = url;
+    }
+    if let Some(value) = &input.events {
+        sub.events = events(value)?;
+    }
+    if let Some(scheme) = input.scheme {
+        if !matches!(scheme.as_str(), "standard" | "zoom") {
+            return Err(invalid(
+                "scheme",
+                "must be standard (Standard Webhooks) or zoom (x-zm-signature)",
+            ));
+        }
+        sub.scheme = scheme;
+    }
+    if let Some(headers) = input.headers {
+        for (name, value) in &headers {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(invalid("headers", format!("{name} is set by zoomhook")));
+            }
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid(
+                    "headers",
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+            let ok = value
+                .as_str()
+                .is_some_and(|v| axum::http::HeaderValue::from_str(v).is_ok());
+            if !ok {
+                return Err(invalid(
+                    "headers",
+                    format!("the value of {name} must be a valid header string"),
+                ));
+            }
+        }
+        sub.headers = Value::Object(headers).to_string();
+    }
+    if let Some(timeout) = input.timeout {
+        let d = duration(
+            "timeout",
+            &timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        )?;
+        sub.timeout_ms = d.as_millis() as i64;
+    }
+    if let Some(n) = input.max_in_flight {
+        if !(1..=256).contains(&n) {
+            return Err(invalid("max_in_flight", "must be between 1 and 256"));
+        }
+        sub.max_in_flight = n;
+    }
+    if let Some(n) = input.rate_limit {
+        if !(0..=100_000).contains(&n) {
+            return Err(invalid(
+                "rate_limit",
+                "must be between 0 (no limit) and 100000 per second",
+            ));
+        }
+        sub.rate_limit = (n > 0).then_some(n);
+    }
+    if let Some(ordering) = input.ordering {
+        if !matches!(ordering.as_str(), "none" | "entity") {
+            return Err(invalid("ordering", "must be none or entity"));
+        }
+        sub.ordering = ordering;
+    }
+    if let Some(https_only) = input.https_only {
+        sub.https_only = https_only;
+    }
+    if let Some(enabled) = input.enabled {
+        if enabled && !sub.enabled {
+            sub.disabled_reason = None;
+            sub.failing_since = None;
+        }
+        sub.enabled = enabled;
+    }
+    if let Some(description) = input.description {
+        sub.description = description;
+    }
+    if let Some(email) = input.email {
+        sub.email_to = email.to.or(sub.email_to.take());
+        sub.email_subject = email.subject.or(sub.email_subject.take());
+        sub.email_body = email.body.or(sub.email_body.take());
+    }
+    if input.rotate_secret == Some(true) {
+        let overlap = match &input.rotation_overlap {
+            Some(text) => duration(
+                "rotation_overlap",
+                text,
+                Duration::ZERO,
+                Duration::from_secs(30 * 86_400),
+            )?,
+            None => DEFAULT_ROTATION_OVERLAP,
+        };
+        sub.previous_secret = Some(std::mem::replace(&mut sub.secret, signing::new_secret()));
+        sub.previous_until = Some(now + overlap.as_millis() as i64);
+    }
+    validate(sub, policy)?;
+    sub.updated_at = now;
+    Ok(())
+}
+
+/// Checks the fields that depend on each other.
+fn validate(sub: &Subscription, policy: &SsrfPolicy) -> Result<(), InvalidField> {
+    if sub.events.is_empty() {
+        return Err(invalid(
+            "events",
+            "give at least one pattern, e.g. \"*\" for every event",
+        ));
+    }
+    match sub.kind.as_str() {
+        "email" => {
+            if sub.email_to.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "email.to",
+                    "an email subscription needs recipients",
+                ));
+            }
+        }
+        _ => {
+            let url = reqwest::Url::parse(&sub.url)
+                .map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", sub.url)))?;
+            policy
+                .clone()
+                .with_https_only(sub.https_only)
+                .check_url(&url)
+                .map_err(|e| invalid("url", e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A new subscription from a create request.
+pub fn create(
+    input: SubscriptionInput,
+    policy: &SsrfPolicy,
+    now: i64,
+) -> Result<Subscription, InvalidField> {
+    if input.kind.as_deref() != Some("email") && input.url.is_none() {
+        return Err(invalid("url", "required"));
+    }
+    if input.events.is_none() {
+        return Err(invalid("events", "required, e.g. [\"meeting.*\"] or \"*\""));
+    }
+    let mut sub = Subscription {
+        id: crate::core::ids::new_id("sub"),
+        kind: "webhook".into(),
+        url: String::new(),
+        events: String::new(),
+        secret: signing::new_secret(),
+        previous_secret: None,
+        previous_until: None,
+        scheme: "standard".into(),
+        headers: "{}".into(),
+        timeout_ms: DEFAULT_TIMEOUT.as_millis() as i64,
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        rate_limit: None,
+        ordering: "none".into(),
+        https_only: false,
+        enabled: true,
+        disabled_reason: None,
+        failing_since: None,
+        email_to: None,
+        email_subject: None,
+        email_body: None,
+        description: String::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    if input.rotate_secret.is_some() {
+        return Err(invalid("rotate_secret", "only on update"));
+    }
+    apply(&mut sub, input, policy, now)?;
+    Ok(sub)
+}
+
+/// The secrets that sign a delivery now: the current one, and the previous one during rotation.
+pub fn signing_secrets(sub: &Subscription, now: i64) -> Vec<&str> {
+    let mut secrets = vec![sub.secret.as_str()];
+    if let (Some(previous), Some(until)) = (&sub.previous_secret, sub.previous_until)
+        && now < until
+    {
+        secrets.push(previous);
+    }
+    secrets
+}
+
+/// The patterns of a subscription.
+pub fn patterns(sub: &Subscription) -> Vec<EventPattern> {
+    EventPattern::parse_list(&sub.events).unwrap_or_default()
+}

@@ -1,0 +1,403 @@
+//! Storage of subscriptions, the delivery queue and delivery attempts (both backends).
+//!
+//! The SQL is shared: both backends accept `$n` placeholders (SQLite binds them by first
+//! appearance, so every statement here names them in ascending order) and the same DDL types.
+//! Only claiming differs: PostgreSQL adds `FOR UPDATE SKIP LOCKED` so several instances never
+//! claim the same delivery; SQLite has a single writer per database.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::StoreError;
+use super::entities::ReaderPosition;
+
+/// An outbound subscription: where, what, how signed, and its limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Subscription {
+    pub id: String,
+    /// `webhook` or `email`.
+    pub kind: String,
+    pub url: String,
+    /// Comma-separated event patterns (`meeting.*,*.deleted`).
+    pub events: String,
+    #[serde(skip)]
+    pub secret: String,
+    #[serde(skip)]
+    pub previous_secret: Option<String>,
+    /// Until when (epoch ms) the previous secret still signs.
+    pub previous_until: Option<i64>,
+    /// `standard` or `zoom`.
+    pub scheme: String,
+    /// Custom headers, a JSON object of strings.
+    pub headers: String,
+    pub timeout_ms: i64,
+    pub max_in_flight: i64,
+    pub rate_limit: Option<i64>,
+    /// `none` or `entity`.
+    pub ordering: String,
+    pub https_only: bool,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<i64>,
+    pub email_to: Option<String>,
+    pub email_subject: Option<String>,
+    pub email_body: Option<String>,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The columns of `subscriptions`, in [`Subscription`] field order.
+pub const SUBSCRIPTION_COLUMNS: &str = "id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at";
+
+/// One delivery: an event for a subscription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// `msg_<ULID>`: the `webhook-id`, the same on every attempt and replay.
+    pub id: String,
+    pub subscription_id: String,
+    pub event_seq: i64,
+    pub event_id: String,
+    pub event: String,
+    pub entity: Option<String>,
+    /// `pending`, `delivering`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    /// Attempts made before the current retry schedule began (a manual retry or replay starts a
+    /// fresh schedule without renumbering attempts).
+    pub schedule_base: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The columns of `deliveries` read into [`Delivery`] (prefixed with `d.`).
+pub const DELIVERY_COLUMNS: &str = "d.id, d.subscription_id, d.event_seq, d.event_id, d.event, d.entity, d.status, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.updated_at, d.schedule_base";
+
+/// A delivery to create (fan-out).
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub subscription_id: String,
+    pub event_seq: i64,
+    pub event_id: String,
+    pub event: String,
+    pub entity: Option<String>,
+}
+
+/// A claimed delivery with the event body to send.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery: Delivery,
+    pub event_ts: Option<i64>,
+    pub body: Vec<u8>,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub delivery_id: String,
+    pub attempt: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Succeeded,
+    /// Try again at (epoch ms).
+    Retry(i64),
+    /// Dead letter: no more automatic attempts.
+    Failed,
+}
+
+/// The outcome of one attempt, written with [`DeliveryStore::complete`].
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub attempt: Attempt,
+    /// The lease the attempt was made under: the outcome is recorded only while the delivery is
+    /// still held with it, so a late outcome never overwrites a delivery re-claimed meanwhile.
+    pub lease_until: i64,
+    pub subscription_id: String,
+    pub next: Next,
+    /// Disable the subscription with this reason (410 Gone).
+    pub disable: Option<String>,
+}
+
+/// Which events a replay re-queues (all given bounds apply).
+#[derive(Debug, Clone, Default)]
+pub struct ReplayRange {
+    pub after_seq: Option<i64>,
+    pub to_seq: Option<i64>,
+    /// Received at or after (epoch ms).
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Only events of this entity (object id or uuid).
+    pub entity: Option<String>,
+}
+
+/// Counts of a subscription's deliveries by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryCounts {
+    pub pending: i64,
+    pub delivering: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+/// Queue depth and age, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub depth: i64,
+    /// `created_at` of the oldest delivery still pending (epoch ms).
+    pub oldest_pending: Option<i64>,
+}
+
+/// The id of the delivery of `event_id` to `subscription_id`: `msg_` + both ULIDs. Deterministic,
+/// so fan-out and replay name the same delivery alike, and the `webhook-id` never changes.
+pub fn delivery_id(event_id: &str, subscription_id: &str) -> String {
+    let tail = |id: &str| id.split_once('_').map_or(id, |(_, t)| t).to_owned();
+    format!("msg_{}{}", tail(event_id), tail(subscription_id))
+}
+
+/// The name of the fan-out reader's cursor.
+pub const FANOUT_READER: &str = "fanout";
+
+/// The delivery part of the storage contract.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync + 'static {
+    async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError>;
+    /// Replaces every field of an existing subscription; `false` if there is none.
+    async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError>;
+    async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError>;
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+    /// Deletes a subscription with its deliveries and attempts; `false` if there was none.
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Fan-out: creates `deliveries` (ignoring ones that exist) and moves the fan-out cursor from
+    /// `from` to `to`, in one transaction; `false` and nothing written if the cursor moved.
+    async fn enqueue(
+        &self,
+        from: ReaderPosition,
+        to: ReaderPosition,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims up to `limit` due deliveries of one subscription (pending and due, or delivering
+    /// with an expired lease), marks them `delivering` until `lease_until`, and returns them with
+    /// their event bodies. With `entity_order`, a delivery is only due when no earlier delivery of
+    /// the same entity is pending or delivering, and at most one per entity is claimed.
+    async fn claim(
+        &self,
+        subscription_id: &str,
+        entity_order: bool,
+        limit: i64,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Records attempts and their consequences in one transaction.
+    async fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<(), StoreError>;
+
+    /// A subscription's deliveries, newest event first, optionally by status; `before_seq` pages.
+    async fn list_deliveries(
+        &self,
+        subscription_id: &str,
+        status: Option<&str>,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    async fn get_delivery(&self, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError>;
+    /// Makes a delivery due now with a fresh retry schedule; `false` if there is none or it is
+    /// being sent right now.
+    async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Re-queues the events of `range` matching the subscription's patterns (deliveries being sent
+    /// right now are left alone); returns how many deliveries were queued.
+    async fn replay(
+        &self,
+        sub: &Subscription,
+        patterns: &[crate::core::pattern::EventPattern],
+        range: &ReplayRange,
+        now: i64,
+    ) -> Result<u64, StoreError>;
+    async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError>;
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+    /// Deletes up to `limit` finished (succeeded or failed) deliveries last updated before
+    /// `before`, with their attempts; returns how many.
+    async fn purge_deliveries(&self, before: i64, limit: i64) -> Result<u64, StoreError>;
+    /// Disables a subscription that is still enabled and has been failing since `failing_before`
+    /// or earlier; `false` if it no longer qualifies (re-enabled, succeeded, or another instance
+    /// disabled it first).
+    async fn disable_failing(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        failing_before: i64,
+    ) -> Result<bool, StoreError>;
+}
+
+// ---- SQL shared by both backends ($n placeholders in ascending first appearance) ----
+
+pub(crate) const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
+
+pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2, url = $3, events = $4, secret = $5, previous_secret = $6, previous_until = $7, scheme = $8, headers = $9, timeout_ms = $10, max_in_flight = $11, rate_limit = $12, ordering = $13, https_only = $14, enabled = $15, disabled_reason = $16, failing_since = $17, email_to = $18, email_subject = $19, email_body = $20, description = $21, created_at = $22, updated_at = $23
+    WHERE id = $1";
+
+pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, next_attempt_at, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)
+    ON CONFLICT (subscription_id, event_seq) DO NOTHING";
+
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, response_excerpt, error)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (delivery_id, attempt) DO NOTHING";
+
+pub(crate) const FINISH_DELIVERY: &str = "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, locked_until = NULL, last_status = $5, last_error = $6, updated_at = $7
+    WHERE id = $1 AND status = 'delivering' AND locked_until = $8";
+
+pub(crate) const SUBSCRIPTION_SUCCEEDED: &str =
+    "UPDATE subscriptions SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL";
+
+pub(crate) const SUBSCRIPTION_FAILED: &str =
+    "UPDATE subscriptions SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL";
+
+pub(crate) const DISABLE_SUBSCRIPTION: &str =
+    "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3 WHERE id = $1";
+
+pub(crate) const RETRY_DELIVERY: &str = "UPDATE deliveries SET status = 'pending', schedule_base = attempts, next_attempt_at = $2, locked_until = NULL, updated_at = $2
+    WHERE id = $1 AND status <> 'delivering'";
+
+pub(crate) const DELIVERY_COUNTS: &str =
+    "SELECT status, COUNT(*) FROM deliveries WHERE subscription_id = $1 GROUP BY status";
+
+/// Finished deliveries older than `$1`, at most `$2` of them.
+const FINISHED_BEFORE: &str = "SELECT id FROM deliveries WHERE status IN ('succeeded', 'failed') AND updated_at < $1 ORDER BY updated_at LIMIT $2";
+
+/// The finished deliveries a purge takes (`$1` before, `$2` limit).
+pub(crate) const PURGE_CANDIDATES: &str = FINISHED_BEFORE;
+
+pub(crate) const DISABLE_FAILING: &str =
+    "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3
+    WHERE id = $1 AND enabled = 1 AND failing_since IS NOT NULL AND failing_since <= $4";
+
+pub(crate) const QUEUE_STATS: &str =
+    "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status IN ('pending', 'delivering')";
+
+/// A subscription's deliveries: `$1` subscription, `$2` status or NULL, `$3` before seq, `$4` limit.
+pub(crate) fn list_deliveries_sql() -> String {
+    format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d
+         WHERE d.subscription_id = $1 AND (CAST($2 AS TEXT) IS NULL OR d.status = $2) AND d.event_seq < $3
+         ORDER BY d.event_seq DESC LIMIT $4"
+    )
+}
+
+/// A delivery's attempts, oldest first: `$1` delivery id.
+pub(crate) const LIST_ATTEMPTS: &str =
+    "SELECT delivery_id, attempt, started_at, duration_ms, status_code, response_excerpt, error
+    FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt";
+
+/// Candidates for a claim: due, and with entity ordering only the oldest open delivery of each
+/// entity. Written so that the partial index `deliveries_due` serves it in order and the `LIMIT`
+/// stops the scan early (a delivery being sent keeps the `next_attempt_at` it was due at). `$1` subscription, `$2` now, `$3` entity ordering (0/1), `$4` limit.
+pub(crate) fn claim_candidates_sql(skip_locked: bool) -> String {
+    format!(
+        "SELECT d.id FROM deliveries d
+         WHERE d.subscription_id = $1
+           AND d.status IN ('pending', 'delivering')
+           AND d.next_attempt_at <= $2
+           AND (d.status = 'pending' OR d.locked_until < $2)
+           AND (CAST($3 AS BIGINT) = 0 OR d.entity IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries e
+                WHERE e.subscription_id = d.subscription_id AND e.entity = d.entity
+                  AND e.event_seq < d.event_seq AND e.status IN ('pending', 'delivering')))
+         ORDER BY d.next_attempt_at
+         LIMIT $4{}",
+        if skip_locked {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The SQL of a replay: re-queues matching events. `$1` subscription id, `$2` now, then the
+/// range bounds and patterns numbered from `$3` by [`replay_sql`].
+pub(crate) fn replay_sql(
+    subscription_id: &str,
+    now: i64,
+    patterns: &[crate::core::pattern::EventPattern],
+    range: &ReplayRange,
+) -> (String, Vec<super::query::Param>) {
+    use super::query::Param;
+    let mut params: Vec<Param> = vec![Param::Text(subscription_id.to_owned()), Param::Int(now)];
+    let mut filters = Vec::new();
+    let next = |p: Param, params: &mut Vec<Param>| {
+        params.push(p);
+        format!("${}", params.len())
+    };
+    if let Some(v) = range.after_seq {
+        filters.push(format!("e.seq > {}", next(Param::Int(v), &mut params)));
+    }
+    if let Some(v) = range.to_seq {
+        filters.push(format!("e.seq <= {}", next(Param::Int(v), &mut params)));
+    }
+    if let Some(v) = range.since {
+        filters.push(format!(
+            "e.received_at >= {}",
+            next(Param::Int(v), &mut params)
+        ));
+    }
+    if let Some(v) = range.until {
+        filters.push(format!(
+            "e.received_at < {}",
+            next(Param::Int(v), &mut params)
+        ));
+    }
+    if let Some(v) = &range.entity {
+        let p = next(Param::Text(v.clone()), &mut params);
+        filters.push(format!("(e.object_id = {p} OR e.object_uuid = {p})"));
+    }
+    // Only what the subscription subscribes to (no pattern matches nothing), never Zoom's
+    // URL-validation challenges — as fan-out does.
+    let ors: Vec<String> = patterns
+        .iter()
+        .map(|p| match p.to_sql_like() {
+            Some(like) => format!(
+                "e.event LIKE {} ESCAPE '\\'",
+                next(Param::Text(like), &mut params)
+            ),
+            None => format!(
+                "e.event = {}",
+                next(Param::Text(p.as_str().to_owned()), &mut params)
+            ),
+        })
+        .collect();
+    filters.push(if ors.is_empty() {
+        "1 = 0".to_owned()
+    } else {
+        format!("({})", ors.join(" OR "))
+    });
+    filters.push(format!(
+        "e.event <> '{}'",
+        crate::zoom::envelope::URL_VALIDATION_EVENT
+    ));
+    let filter = format!(" AND {}", filters.join(" AND "));
+    let sql = format!(
+        "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, next_attempt_at, created_at, updated_at)
+         SELECT 'msg_' || substr(e.id, 5) || substr(CAST($1 AS TEXT), 5), CAST($1 AS TEXT), e.seq, e.id, e.event,
+                COALESCE(e.object_id, e.object_uuid), 'pending', 0, CAST($2 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT)
+         FROM events e WHERE 1 = 1{filter}
+         ON CONFLICT (subscription_id, event_seq) DO UPDATE
+           SET status = 'pending', schedule_base = deliveries.attempts, next_attempt_at = excluded.next_attempt_at, locked_until = NULL, updated_at = excluded.updated_at
+           WHERE deliveries.status <> 'delivering'"
+    );
+    (sql, params)
+}

@@ -1,0 +1,103 @@
+//! Storage of synchronised entities and of the readers' durable cursors (both backends).
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use super::query::Param;
+use crate::sync::project::EntityRow;
+
+/// Where a log reader stands: the last `seq` it applied, and how many events it has applied in
+/// all (which lets tests prove that no event was applied twice or skipped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReaderPosition {
+    pub seq: i64,
+    pub applied: i64,
+}
+
+/// A filter over one kind of entity, ordered by key, with a key cursor.
+#[derive(Debug, Clone, Default)]
+pub struct EntityQuery {
+    pub kind: String,
+    pub parent: Option<String>,
+    pub status: Option<String>,
+    pub host_id: Option<String>,
+    pub email: Option<String>,
+    /// `start_at` at or after (epoch ms).
+    pub start_from: Option<i64>,
+    /// `start_at` strictly before (epoch ms).
+    pub start_until: Option<i64>,
+    /// Only keys greater than this (the cursor of the previous page).
+    pub after_key: Option<String>,
+    pub limit: i64,
+}
+
+/// Largest page of entities the store returns.
+pub const MAX_ENTITY_PAGE: i64 = 1000;
+
+/// The columns of `sync_entities`, in the order the backends read them.
+pub const ENTITY_COLUMNS: &str =
+    "kind, key, parent, status, host_id, email, label, start_at, end_at, updated_seq, doc, state";
+
+impl EntityQuery {
+    /// `WHERE … ORDER BY key LIMIT n` with placeholders from `placeholder(index)`.
+    pub fn to_sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<Param>) {
+        let mut params = vec![Param::Text(self.kind.clone())];
+        let mut sql = format!(
+            "SELECT {ENTITY_COLUMNS} FROM sync_entities WHERE kind = {}",
+            placeholder(1)
+        );
+        let mut text = |column: &str, op: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                params.push(Param::Text(v.clone()));
+                sql.push_str(&format!(" AND {column} {op} {}", placeholder(params.len())));
+            }
+        };
+        text("parent", "=", &self.parent);
+        text("status", "=", &self.status);
+        text("host_id", "=", &self.host_id);
+        text("email", "=", &self.email);
+        text("key", ">", &self.after_key);
+        for (op, value) in [(">=", self.start_from), ("<", self.start_until)] {
+            if let Some(v) = value {
+                params.push(Param::Int(v));
+                sql.push_str(&format!(" AND start_at {op} {}", placeholder(params.len())));
+            }
+        }
+        let limit = self.limit.clamp(1, MAX_ENTITY_PAGE);
+        sql.push_str(&format!(" ORDER BY key LIMIT {limit}"));
+        (sql, params)
+    }
+}
+
+/// The entity part of the storage contract.
+#[async_trait]
+pub trait EntityStore: Send + Sync + 'static {
+    /// The position of the reader `name` (zero if it never ran).
+    async fn reader_position(&self, name: &str) -> Result<ReaderPosition, StoreError>;
+
+    /// The stored rows of these entities (`(kind, key)` pairs); missing ones are left out.
+    async fn load_entities(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<EntityRow>, StoreError>;
+
+    /// In one transaction: writes `rows` and moves reader `name` from `from` to `to`. Returns
+    /// `false` and writes nothing if the reader is no longer at `from` (another instance or a
+    /// rebuild moved it): the caller reloads and tries again, so a batch is applied exactly once.
+    async fn commit_reader_batch(
+        &self,
+        name: &str,
+        from: ReaderPosition,
+        to: ReaderPosition,
+        rows: Vec<EntityRow>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes every synchronised entity and resets reader `name`, in one transaction.
+    async fn reset_entities(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Entities matching `query`, by key.
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityRow>, StoreError>;
+
+    /// One entity.
+    async fn get_entity(&self, kind: &str, key: &str) -> Result<Option<EntityRow>, StoreError>;
+}

@@ -1,0 +1,436 @@
+//! PostgreSQL side of the delivery contract ([`DeliveryStore`]). Claims use
+//! `FOR UPDATE SKIP LOCKED`, so instances sharing the database never claim the same delivery.
+
+use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::deliveries::*;
+use crate::store::entities::ReaderPosition;
+
+fn row_to_subscription(r: &tokio_postgres::Row) -> Subscription {
+    Subscription {
+        id: r.get(0),
+        kind: r.get(1),
+        url: r.get(2),
+        events: r.get(3),
+        secret: r.get(4),
+        previous_secret: r.get(5),
+        previous_until: r.get(6),
+        scheme: r.get(7),
+        headers: r.get(8),
+        timeout_ms: r.get(9),
+        max_in_flight: r.get(10),
+        rate_limit: r.get(11),
+        ordering: r.get(12),
+        https_only: r.get::<_, i64>(13) != 0,
+        enabled: r.get::<_, i64>(14) != 0,
+        disabled_reason: r.get(15),
+        failing_since: r.get(16),
+        email_to: r.get(17),
+        email_subject: r.get(18),
+        email_body: r.get(19),
+        description: r.get(20),
+        created_at: r.get(21),
+        updated_at: r.get(22),
+    }
+}
+
+fn row_to_delivery(r: &tokio_postgres::Row) -> Delivery {
+    Delivery {
+        id: r.get(0),
+        subscription_id: r.get(1),
+        event_seq: r.get(2),
+        event_id: r.get(3),
+        event: r.get(4),
+        entity: r.get(5),
+        status: r.get(6),
+        attempts: r.get(7),
+        next_attempt_at: r.get(8),
+        last_status: r.get(9),
+        last_error: r.get(10),
+        created_at: r.get(11),
+        updated_at: r.get(12),
+        schedule_base: r.get(13),
+    }
+}
+
+/// Owned parameters of a subscription row, in column order.
+struct SubscriptionParams {
+    https_only: i64,
+    enabled: i64,
+}
+
+impl SubscriptionParams {
+    fn of(s: &Subscription) -> SubscriptionParams {
+        SubscriptionParams {
+            https_only: i64::from(s.https_only),
+            enabled: i64::from(s.enabled),
+        }
+    }
+
+    fn refs<'a>(&'a self, s: &'a Subscription) -> [&'a (dyn ToSql + Sync); 23] {
+        [
+            &s.id,
+            &s.kind,
+            &s.url,
+            &s.events,
+            &s.secret,
+            &s.previous_secret,
+            &s.previous_until,
+            &s.scheme,
+            &s.headers,
+            &s.timeout_ms,
+            &s.max_in_flight,
+            &s.rate_limit,
+            &s.ordering,
+            &self.https_only,
+            &self.enabled,
+            &s.disabled_reason,
+            &s.failing_since,
+            &s.email_to,
+            &s.email_subject,
+            &s.email_body,
+            &s.description,
+            &s.created_at,
+            &s.updated_at,
+        ]
+    }
+}
+
+/// Fan-out, claims and outcomes do not wait for their own WAL flush: a server crash can lose only
+/// the last of them, and each is repeated or re-derived (at-least-once). Appends to the event log
+/// keep `synchronous_commit = on`.
+pub(crate) const RELAXED_COMMIT: &str = "SET LOCAL synchronous_commit = off";
+
+#[async_trait]
+impl DeliveryStore for PgStore {
+    async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let p = SubscriptionParams::of(sub);
+        let client = self.pool.get().await?;
+        client.execute(INSERT_SUBSCRIPTION, &p.refs(sub)).await?;
+        Ok(())
+    }
+
+    async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
+        let p = SubscriptionParams::of(sub);
+        let client = self.pool.get().await?;
+        Ok(client.execute(UPDATE_SUBSCRIPTION, &p.refs(sub)).await? > 0)
+    }
+
+    async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        Ok(row.as_ref().map(row_to_subscription))
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY id"),
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(row_to_subscription).collect())
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = $1)",
+            &[&id],
+        )
+        .await?;
+        tx.execute("DELETE FROM deliveries WHERE subscription_id = $1", &[&id])
+            .await?;
+        let deleted = tx
+            .execute("DELETE FROM subscriptions WHERE id = $1", &[&id])
+            .await?;
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    async fn enqueue(
+        &self,
+        from: ReaderPosition,
+        to: ReaderPosition,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(RELAXED_COMMIT).await?;
+        if super::entities::lock_reader(&tx, FANOUT_READER).await? != from {
+            return Ok(false);
+        }
+        let now = crate::core::clock::now_millis();
+        let mut ids = Vec::with_capacity(deliveries.len());
+        let mut subs = Vec::with_capacity(deliveries.len());
+        let mut seqs = Vec::with_capacity(deliveries.len());
+        let mut event_ids = Vec::with_capacity(deliveries.len());
+        let mut events = Vec::with_capacity(deliveries.len());
+        let mut entities = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            ids.push(d.id);
+            subs.push(d.subscription_id);
+            seqs.push(d.event_seq);
+            event_ids.push(d.event_id);
+            events.push(d.event);
+            entities.push(d.entity);
+        }
+        tx.execute(
+            "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, next_attempt_at, created_at, updated_at)
+             SELECT i, s, q, ei, ev, en, 'pending', 0, $7, $7, $7
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS t(i, s, q, ei, ev, en)
+             ON CONFLICT (subscription_id, event_seq) DO NOTHING",
+            &[&ids, &subs, &seqs, &event_ids, &events, &entities, &now],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE sync_cursors SET seq = $2, applied = $3 WHERE name = $1",
+            &[&FANOUT_READER, &to.seq, &to.applied],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim(
+        &self,
+        subscription_id: &str,
+        entity_order: bool,
+        limit: i64,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(RELAXED_COMMIT).await?;
+        let order = i64::from(entity_order);
+        let ids: Vec<String> = tx
+            .query(
+                &claim_candidates_sql(true),
+                &[&subscription_id, &now, &order, &limit],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = tx
+            .query(
+                &format!(
+                    "WITH marked AS (
+                        UPDATE deliveries SET status = 'delivering', locked_until = $2, updated_at = $3
+                        WHERE id = ANY($1) RETURNING *)
+                     SELECT {DELIVERY_COLUMNS}, e.event_ts, e.body
+                     FROM marked d JOIN events e ON e.seq = d.event_seq
+                     ORDER BY d.event_seq"
+                ),
+                &[&ids, &lease_until, &now],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| Claimed {
+                delivery: row_to_delivery(r),
+                event_ts: r.get(14),
+                body: r.get(15),
+            })
+            .collect())
+    }
+
+    async fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(RELAXED_COMMIT).await?;
+        let attempt = tx.prepare_cached(INSERT_ATTEMPT).await?;
+        let finish = tx.prepare_cached(FINISH_DELIVERY).await?;
+        let ok = tx.prepare_cached(SUBSCRIPTION_SUCCEEDED).await?;
+        let failed = tx.prepare_cached(SUBSCRIPTION_FAILED).await?;
+        let disable = tx.prepare_cached(DISABLE_SUBSCRIPTION).await?;
+        for c in &completions {
+            let a = &c.attempt;
+            tx.execute(
+                &attempt,
+                &[
+                    &a.delivery_id,
+                    &a.attempt,
+                    &a.started_at,
+                    &a.duration_ms,
+                    &a.status_code,
+                    &a.response_excerpt,
+                    &a.error,
+                ],
+            )
+            .await?;
+            let (status, next_at) = match c.next {
+                Next::Succeeded => ("succeeded", now),
+                Next::Retry(at) => ("pending", at),
+                Next::Failed => ("failed", now),
+            };
+            let held = tx
+                .execute(
+                    &finish,
+                    &[
+                        &a.delivery_id,
+                        &status,
+                        &a.attempt,
+                        &next_at,
+                        &a.status_code,
+                        &a.error,
+                        &now,
+                        &c.lease_until,
+                    ],
+                )
+                .await?;
+            if held == 0 {
+                // Re-claimed after the lease ran out: the newer attempt owns the outcome.
+                continue;
+            }
+            if c.next == Next::Succeeded {
+                tx.execute(&ok, &[&c.subscription_id]).await?;
+            } else {
+                tx.execute(&failed, &[&c.subscription_id, &now]).await?;
+            }
+            if let Some(reason) = &c.disable {
+                tx.execute(&disable, &[&c.subscription_id, reason, &now])
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        subscription_id: &str,
+        status: Option<&str>,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let client = self.pool.get().await?;
+        let before = before_seq.unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &list_deliveries_sql(),
+                &[&subscription_id, &status, &before, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(row_to_delivery).collect())
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+        let client = self.pool.get().await?;
+        let Some(row) = client
+            .query_opt(
+                &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = $1"),
+                &[&id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let attempts = client
+            .query(LIST_ATTEMPTS, &[&id])
+            .await?
+            .iter()
+            .map(|r| Attempt {
+                delivery_id: r.get(0),
+                attempt: r.get(1),
+                started_at: r.get(2),
+                duration_ms: r.get(3),
+                status_code: r.get(4),
+                response_excerpt: r.get(5),
+                error: r.get(6),
+            })
+            .collect();
+        Ok(Some((row_to_delivery(&row), attempts)))
+    }
+
+    async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client.execute(RETRY_DELIVERY, &[&id, &now]).await? > 0)
+    }
+
+    async fn replay(
+        &self,
+        sub: &Subscription,
+        patterns: &[crate::core::pattern::EventPattern],
+        range: &ReplayRange,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let (sql, params) = replay_sql(&sub.id, now, patterns, range);
+        let values = super::boxed(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
+        let client = self.pool.get().await?;
+        Ok(client.execute(&sql, &refs).await?)
+    }
+
+    async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError> {
+        let client = self.pool.get().await?;
+        let mut counts = DeliveryCounts::default();
+        for row in client.query(DELIVERY_COUNTS, &[&subscription_id]).await? {
+            let (status, n): (String, i64) = (row.get(0), row.get(1));
+            match status.as_str() {
+                "pending" => counts.pending = n,
+                "delivering" => counts.delivering = n,
+                "succeeded" => counts.succeeded = n,
+                _ => counts.failed += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client.query_one(QUEUE_STATS, &[]).await?;
+        Ok(QueueStats {
+            depth: row.get(0),
+            oldest_pending: row.get(1),
+        })
+    }
+
+    async fn disable_failing(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        failing_before: i64,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(DISABLE_FAILING, &[&id, &reason, &now, &failing_before])
+            .await?
+            > 0)
+    }
+
+    async fn purge_deliveries(&self, before: i64, limit: i64) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(RELAXED_COMMIT).await?;
+        // One statement, so attempts and deliveries are deleted for exactly the same set.
+        let row = tx
+            .query_one(
+                &format!(
+                    "WITH gone AS (DELETE FROM deliveries WHERE id IN ({PURGE_CANDIDATES} FOR UPDATE SKIP LOCKED) RETURNING id),
+                          attempts AS (DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM gone))
+                     SELECT COUNT(*) FROM gone"
+                ),
+                &[&before, &limit],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+}

@@ -1,0 +1,195 @@
+//! PostgreSQL side of the entity contract ([`EntityStore`]).
+
+use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::entities::{ENTITY_COLUMNS, EntityQuery, EntityStore, ReaderPosition};
+use crate::sync::project::EntityRow;
+
+fn row_to_entity(r: &tokio_postgres::Row) -> EntityRow {
+    EntityRow {
+        kind: r.get(0),
+        key: r.get(1),
+        parent: r.get(2),
+        status: r.get(3),
+        host_id: r.get(4),
+        email: r.get(5),
+        label: r.get(6),
+        start_at: r.get(7),
+        end_at: r.get(8),
+        updated_seq: r.get(9),
+        doc: r.get(10),
+        state: r.get(11),
+    }
+}
+
+const UPSERT_ENTITIES: &str = "INSERT INTO sync_entities (kind, key, parent, status, host_id, email, label, start_at, end_at, updated_seq, doc, state)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[])
+    ON CONFLICT (kind, key) DO UPDATE SET parent = excluded.parent, status = excluded.status,
+      host_id = excluded.host_id, email = excluded.email, label = excluded.label,
+      start_at = excluded.start_at, end_at = excluded.end_at, updated_seq = excluded.updated_seq,
+      doc = excluded.doc, state = excluded.state";
+
+/// Column-wise copies of the rows to upsert, for one `UNNEST` statement per batch.
+#[derive(Default)]
+struct EntityColumns {
+    kind: Vec<String>,
+    key: Vec<String>,
+    parent: Vec<Option<String>>,
+    status: Vec<Option<String>>,
+    host_id: Vec<Option<String>>,
+    email: Vec<Option<String>>,
+    label: Vec<Option<String>>,
+    start_at: Vec<Option<i64>>,
+    end_at: Vec<Option<i64>>,
+    updated_seq: Vec<i64>,
+    doc: Vec<String>,
+    state: Vec<String>,
+}
+
+impl EntityColumns {
+    fn push(&mut self, r: EntityRow) {
+        self.kind.push(r.kind);
+        self.key.push(r.key);
+        self.parent.push(r.parent);
+        self.status.push(r.status);
+        self.host_id.push(r.host_id);
+        self.email.push(r.email);
+        self.label.push(r.label);
+        self.start_at.push(r.start_at);
+        self.end_at.push(r.end_at);
+        self.updated_seq.push(r.updated_seq);
+        self.doc.push(r.doc);
+        self.state.push(r.state);
+    }
+}
+
+/// Locks reader `name`'s cursor row for this transaction (creating it at zero) and returns it.
+/// The row lock makes a second instance's commit wait, then see the moved cursor.
+pub(super) async fn lock_reader(
+    tx: &tokio_postgres::Transaction<'_>,
+    name: &str,
+) -> Result<ReaderPosition, StoreError> {
+    tx.execute(
+        "INSERT INTO sync_cursors (name, seq, applied) VALUES ($1, 0, 0) ON CONFLICT (name) DO NOTHING",
+        &[&name],
+    )
+    .await?;
+    let current = tx
+        .query_one(
+            "SELECT seq, applied FROM sync_cursors WHERE name = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await?;
+    Ok(ReaderPosition {
+        seq: current.get(0),
+        applied: current.get(1),
+    })
+}
+
+#[async_trait]
+impl EntityStore for PgStore {
+    async fn reader_position(&self, name: &str) -> Result<ReaderPosition, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT seq, applied FROM sync_cursors WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        Ok(
+            row.map_or_else(ReaderPosition::default, |r| ReaderPosition {
+                seq: r.get(0),
+                applied: r.get(1),
+            }),
+        )
+    }
+
+    async fn load_entities(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<EntityRow>, StoreError> {
+        let (kinds, keys): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {ENTITY_COLUMNS} FROM sync_entities
+                     WHERE (kind, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+                ),
+                &[&kinds, &keys],
+            )
+            .await?;
+        Ok(rows.iter().map(row_to_entity).collect())
+    }
+
+    async fn commit_reader_batch(
+        &self,
+        name: &str,
+        from: ReaderPosition,
+        to: ReaderPosition,
+        rows: Vec<EntityRow>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(super::deliveries::RELAXED_COMMIT).await?;
+        if lock_reader(&tx, name).await? != from {
+            return Ok(false);
+        }
+        let mut c = EntityColumns::default();
+        for r in rows {
+            c.push(r);
+        }
+        let params: [&(dyn ToSql + Sync); 12] = [
+            &c.kind,
+            &c.key,
+            &c.parent,
+            &c.status,
+            &c.host_id,
+            &c.email,
+            &c.label,
+            &c.start_at,
+            &c.end_at,
+            &c.updated_seq,
+            &c.doc,
+            &c.state,
+        ];
+        tx.execute(UPSERT_ENTITIES, &params).await?;
+        tx.execute(
+            "UPDATE sync_cursors SET seq = $2, applied = $3 WHERE name = $1",
+            &[&name, &to.seq, &to.applied],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reset_entities(&self, name: &str) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("DELETE FROM sync_entities", &[]).await?;
+        tx.execute("DELETE FROM sync_cursors WHERE name = $1", &[&name])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityRow>, StoreError> {
+        let (sql, params) = query.to_sql(|i| format!("${i}"));
+        let rows = self.query_with(&sql, params).await?;
+        Ok(rows.iter().map(row_to_entity).collect())
+    }
+
+    async fn get_entity(&self, kind: &str, key: &str) -> Result<Option<EntityRow>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {ENTITY_COLUMNS} FROM sync_entities WHERE kind = $1 AND key = $2"),
+                &[&kind, &key],
+            )
+            .await?;
+        Ok(row.as_ref().map(row_to_entity))
+    }
+}

@@ -1,0 +1,448 @@
+//! SQLite side of the delivery contract ([`DeliveryStore`]).
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::SqliteStore;
+use crate::store::StoreError;
+use crate::store::deliveries::*;
+use crate::store::entities::ReaderPosition;
+
+/// The shared SQL uses PostgreSQL's `$n`; SQLite reads `$n` as a *named* parameter numbered by
+/// first appearance, so it is rewritten to `?n`, which SQLite numbers explicitly.
+fn q(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn row_to_subscription(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
+    Ok(Subscription {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        url: r.get(2)?,
+        events: r.get(3)?,
+        secret: r.get(4)?,
+        previous_secret: r.get(5)?,
+        previous_until: r.get(6)?,
+        scheme: r.get(7)?,
+        headers: r.get(8)?,
+        timeout_ms: r.get(9)?,
+        max_in_flight: r.get(10)?,
+        rate_limit: r.get(11)?,
+        ordering: r.get(12)?,
+        https_only: r.get::<_, i64>(13)? != 0,
+        enabled: r.get::<_, i64>(14)? != 0,
+        disabled_reason: r.get(15)?,
+        failing_since: r.get(16)?,
+        email_to: r.get(17)?,
+        email_subject: r.get(18)?,
+        email_body: r.get(19)?,
+        description: r.get(20)?,
+        created_at: r.get(21)?,
+        updated_at: r.get(22)?,
+    })
+}
+
+fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        subscription_id: r.get(1)?,
+        event_seq: r.get(2)?,
+        event_id: r.get(3)?,
+        event: r.get(4)?,
+        entity: r.get(5)?,
+        status: r.get(6)?,
+        attempts: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        last_status: r.get(9)?,
+        last_error: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+        schedule_base: r.get(13)?,
+    })
+}
+
+fn subscription_params(s: &Subscription) -> [rusqlite::types::Value; 23] {
+    use rusqlite::types::Value as V;
+    let text = |v: &Option<String>| v.clone().map_or(V::Null, V::Text);
+    let int = |v: Option<i64>| v.map_or(V::Null, V::Integer);
+    [
+        V::Text(s.id.clone()),
+        V::Text(s.kind.clone()),
+        V::Text(s.url.clone()),
+        V::Text(s.events.clone()),
+        V::Text(s.secret.clone()),
+        text(&s.previous_secret),
+        int(s.previous_until),
+        V::Text(s.scheme.clone()),
+        V::Text(s.headers.clone()),
+        V::Integer(s.timeout_ms),
+        V::Integer(s.max_in_flight),
+        int(s.rate_limit),
+        V::Text(s.ordering.clone()),
+        V::Integer(i64::from(s.https_only)),
+        V::Integer(i64::from(s.enabled)),
+        text(&s.disabled_reason),
+        int(s.failing_since),
+        text(&s.email_to),
+        text(&s.email_subject),
+        text(&s.email_body),
+        V::Text(s.description.clone()),
+        V::Integer(s.created_at),
+        V::Integer(s.updated_at),
+    ]
+}
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let values = subscription_params(sub);
+        self.with_writer(move |conn| {
+            conn.execute(&q(INSERT_SUBSCRIPTION), rusqlite::params_from_iter(values))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
+        let values = subscription_params(sub);
+        self.with_writer(move |conn| {
+            Ok(conn.execute(&q(UPDATE_SUBSCRIPTION), rusqlite::params_from_iter(values))? > 0)
+        })
+        .await
+    }
+
+    async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        let id = id.to_owned();
+        self.with_reader(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1"),
+                    [id],
+                    row_to_subscription,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], row_to_subscription)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = ?1)",
+                [&id],
+            )?;
+            tx.execute("DELETE FROM deliveries WHERE subscription_id = ?1", [&id])?;
+            let deleted = tx.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        from: ReaderPosition,
+        to: ReaderPosition,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<bool, StoreError> {
+        self.with_relaxed_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if super::entities::position(&tx, FANOUT_READER)? != from {
+                return Ok(false);
+            }
+            let now = crate::core::clock::now_millis();
+            {
+                let mut insert = tx.prepare_cached(&q(INSERT_DELIVERY))?;
+                for d in &deliveries {
+                    insert.execute(params![
+                        d.id,
+                        d.subscription_id,
+                        d.event_seq,
+                        d.event_id,
+                        d.event,
+                        d.entity,
+                        now
+                    ])?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO sync_cursors (name, seq, applied) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, applied = excluded.applied",
+                params![FANOUT_READER, to.seq, to.applied],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        subscription_id: &str,
+        entity_order: bool,
+        limit: i64,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let subscription_id = subscription_id.to_owned();
+        self.with_relaxed_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ids: Vec<String> = {
+                let mut stmt = tx.prepare_cached(&q(&claim_candidates_sql(false)))?;
+                let rows = stmt.query_map(
+                    params![subscription_id, now, i64::from(entity_order), limit],
+                    |r| r.get(0),
+                )?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut claimed = Vec::with_capacity(ids.len());
+            {
+                let mut mark = tx.prepare_cached(
+                    "UPDATE deliveries SET status = 'delivering', locked_until = ?2, updated_at = ?3 WHERE id = ?1",
+                )?;
+                let mut read = tx.prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS}, e.event_ts, e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1"
+                ))?;
+                for id in &ids {
+                    mark.execute(params![id, lease_until, now])?;
+                    let row = read.query_row([id], |r| {
+                        Ok(Claimed {
+                            delivery: row_to_delivery(r)?,
+                            event_ts: r.get(14)?,
+                            body: r.get(15)?,
+                        })
+                    })?;
+                    claimed.push(row);
+                }
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<(), StoreError> {
+        self.with_relaxed_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut attempt = tx.prepare_cached(&q(INSERT_ATTEMPT))?;
+                let mut finish = tx.prepare_cached(&q(FINISH_DELIVERY))?;
+                let mut ok = tx.prepare_cached(&q(SUBSCRIPTION_SUCCEEDED))?;
+                let mut failed = tx.prepare_cached(&q(SUBSCRIPTION_FAILED))?;
+                let mut disable = tx.prepare_cached(&q(DISABLE_SUBSCRIPTION))?;
+                for c in &completions {
+                    let a = &c.attempt;
+                    attempt.execute(params![
+                        a.delivery_id,
+                        a.attempt,
+                        a.started_at,
+                        a.duration_ms,
+                        a.status_code,
+                        a.response_excerpt,
+                        a.error
+                    ])?;
+                    let (status, next_at) = match c.next {
+                        Next::Succeeded => ("succeeded", now),
+                        Next::Retry(at) => ("pending", at),
+                        Next::Failed => ("failed", now),
+                    };
+                    let held = finish.execute(params![
+                        a.delivery_id,
+                        status,
+                        a.attempt,
+                        next_at,
+                        a.status_code,
+                        a.error,
+                        now,
+                        c.lease_until
+                    ])?;
+                    if held == 0 {
+                        // Re-claimed after the lease ran out: the newer attempt owns the outcome.
+                        continue;
+                    }
+                    if c.next == Next::Succeeded {
+                        ok.execute([&c.subscription_id])?;
+                    } else {
+                        failed.execute(params![c.subscription_id, now])?;
+                    }
+                    if let Some(reason) = &c.disable {
+                        disable.execute(params![c.subscription_id, reason, now])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        subscription_id: &str,
+        status: Option<&str>,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let (subscription_id, status) = (subscription_id.to_owned(), status.map(str::to_owned));
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&q(&list_deliveries_sql()))?;
+            let rows = stmt.query_map(
+                params![
+                    subscription_id,
+                    status,
+                    before_seq.unwrap_or(i64::MAX),
+                    limit
+                ],
+                row_to_delivery,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+        let id = id.to_owned();
+        self.with_reader(move |conn| {
+            let Some(delivery) = conn
+                .query_row(
+                    &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = ?1"),
+                    [&id],
+                    row_to_delivery,
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached(&q(LIST_ATTEMPTS))?;
+            let attempts = stmt
+                .query_map([&id], |r| {
+                    Ok(Attempt {
+                        delivery_id: r.get(0)?,
+                        attempt: r.get(1)?,
+                        started_at: r.get(2)?,
+                        duration_ms: r.get(3)?,
+                        status_code: r.get(4)?,
+                        response_excerpt: r.get(5)?,
+                        error: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((delivery, attempts)))
+        })
+        .await
+    }
+
+    async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with_writer(move |conn| Ok(conn.execute(&q(RETRY_DELIVERY), params![id, now])? > 0))
+            .await
+    }
+
+    async fn replay(
+        &self,
+        sub: &Subscription,
+        patterns: &[crate::core::pattern::EventPattern],
+        range: &ReplayRange,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let (sql, params) = replay_sql(&sub.id, now, patterns, range);
+        self.with_writer(move |conn| Ok(conn.execute(&q(&sql), super::sql_values(params))? as u64))
+            .await
+    }
+
+    async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError> {
+        let id = subscription_id.to_owned();
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&q(DELIVERY_COUNTS))?;
+            let mut counts = DeliveryCounts::default();
+            let rows =
+                stmt.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (status, n) = row?;
+                match status.as_str() {
+                    "pending" => counts.pending = n,
+                    "delivering" => counts.delivering = n,
+                    "succeeded" => counts.succeeded = n,
+                    _ => counts.failed += n,
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        self.with_reader(|conn| {
+            Ok(conn.query_row(&q(QUEUE_STATS), [], |r| {
+                Ok(QueueStats {
+                    depth: r.get(0)?,
+                    oldest_pending: r.get(1)?,
+                })
+            })?)
+        })
+        .await
+    }
+
+    async fn disable_failing(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        failing_before: i64,
+    ) -> Result<bool, StoreError> {
+        let (id, reason) = (id.to_owned(), reason.to_owned());
+        self.with_writer(move |conn| {
+            Ok(conn.execute(
+                &q(DISABLE_FAILING),
+                params![id, reason, now, failing_before],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn purge_deliveries(&self, before: i64, limit: i64) -> Result<u64, StoreError> {
+        self.with_relaxed_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The ids first, so attempts and deliveries are deleted for exactly the same set.
+            let ids: Vec<String> = {
+                let mut stmt = tx.prepare_cached(&q(PURGE_CANDIDATES))?;
+                let rows = stmt.query_map(params![before, limit], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            {
+                let mut attempts =
+                    tx.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?;
+                let mut deliveries = tx.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
+                for id in &ids {
+                    attempts.execute([id])?;
+                    deliveries.execute([id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(ids.len() as u64)
+        })
+        .await
+    }
+}
