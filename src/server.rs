@@ -36,6 +36,9 @@ pub struct Shared {
     pub log_advanced: watch::Sender<u64>,
     /// Woken when deliveries become due (fan-out, replay, manual retry).
     pub deliveries_queued: Arc<Notify>,
+    /// Bumped after every subscription write, so this instance's dispatcher signs and filters
+    /// with the new settings at once (other instances re-read within a second).
+    pub subscriptions_changed: watch::Sender<u64>,
     /// What outbound destinations may be (checked when a subscription is saved, and again on
     /// every connection).
     pub ssrf: Arc<SsrfPolicy>,
@@ -101,6 +104,7 @@ pub async fn run(
         metrics: metrics::install(),
         log_advanced: watch::channel(0).0,
         deliveries_queued: Arc::new(Notify::new()),
+        subscriptions_changed: watch::channel(0).0,
         ssrf,
     }));
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -196,6 +200,7 @@ fn start_delivery(
         tokio::spawn(deliver::worker::run(
             deliverer,
             Arc::clone(&state.deliveries_queued),
+            state.subscriptions_changed.subscribe(),
             stop.clone(),
         )),
     ])

@@ -59,6 +59,13 @@ async fn find(state: &AppState, id: &str) -> Result<Subscription, HttpError> {
         .ok_or_else(|| HttpError::not_found(format!("no subscription {id:?}")))
 }
 
+/// Tells this instance's dispatcher to re-read subscriptions before its next claim.
+fn subscriptions_changed(state: &AppState) {
+    state
+        .subscriptions_changed
+        .send_modify(|generation| *generation += 1);
+}
+
 fn invalid(e: subscription::InvalidField) -> HttpError {
     HttpError::bad_request(e.to_string())
 }
@@ -68,6 +75,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     let input: SubscriptionInput = json_body(&body)?;
     let sub = subscription::create(input, &state.ssrf, now_millis()).map_err(invalid)?;
     state.store.insert_subscription(&sub).await?;
+    subscriptions_changed(&state);
     let view = view(&state, sub, true).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
@@ -105,6 +113,7 @@ pub async fn update(
     if !state.store.update_subscription(&sub).await? {
         return Err(HttpError::not_found(format!("no subscription {id:?}")));
     }
+    subscriptions_changed(&state);
     if enabling {
         state.deliveries_queued.notify_one();
     }
@@ -117,6 +126,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
     if state.store.delete_subscription(&id).await? {
+        subscriptions_changed(&state);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(HttpError::not_found(format!("no subscription {id:?}")))

@@ -92,6 +92,7 @@ impl Slot {
 pub async fn run(
     deliverer: Arc<Deliverer>,
     queued: Arc<Notify>,
+    mut changed: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (done_tx, done_rx) = mpsc::channel::<(Completion, Arc<AtomicI64>)>(4096);
@@ -107,7 +108,9 @@ pub async fn run(
     let mut purged: Option<Instant> = None;
     let mut counted: Option<Instant> = None;
     while !*shutdown.borrow() {
-        if refreshed.is_none_or(|t| t.elapsed() >= REFRESH) {
+        let written = changed.has_changed().unwrap_or(false);
+        if written || refreshed.is_none_or(|t| t.elapsed() >= REFRESH) {
+            changed.borrow_and_update();
             match deliverer.store.list_subscriptions().await {
                 Ok(subs) => {
                     subscriptions = subs;
@@ -152,6 +155,16 @@ pub async fn run(
             claimed_any = true;
             saturated |= claimed.len() as i64 == allowance;
             slot.spend(claimed.len());
+            // A subscription written since the last read (a rotated secret, new headers) must
+            // not send what was claimed just now with the old settings.
+            let sub = if changed.has_changed().unwrap_or(false) {
+                match deliverer.store.get_subscription(&sub.id).await {
+                    Ok(Some(fresh)) => fresh,
+                    _ => sub.clone(),
+                }
+            } else {
+                sub.clone()
+            };
             for delivery in claimed {
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
                 let (deliverer, sub, done, in_flight) = (
@@ -171,9 +184,12 @@ pub async fn run(
             tokio::task::yield_now().await;
             continue;
         }
-        // Wait for new deliveries, a freed slot, the next due retry (polled), or shutdown.
+        // Wait for new deliveries, a freed slot, a subscription write, the next due retry
+        // (polled), or shutdown.
         tokio::select! {
             _ = queued.notified() => {}
+            // `changed()` marks the write as seen, so force the re-read here.
+            Ok(()) = changed.changed() => refreshed = None,
             _ = freed.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(if claimed_any { 5 } else { 200 })) => {}
             _ = shutdown.changed() => {}
