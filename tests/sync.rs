@@ -72,6 +72,14 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
     // And an event type sync does not know: kept in the log, ignored by sync.
     let unknown = br#"{"event":"phone.caller_ringing","event_ts":1700000000000,"payload":{"account_id":"A","object":{"id":"x"}}}"#;
     assert!(server.send(unknown).await.status().is_success());
+    // Every check below reads entities: wait until the sync reader has applied the whole log.
+    let store = db.open_store().await;
+    let head = store.head_seq().await.unwrap();
+    eventually("the sync reader to reach the log head", || async {
+        let position = store.reader_position(zoomhook::sync::READER).await.ok()?;
+        (position.seq >= head).then_some(())
+    })
+    .await;
 
     let participants = eventually("attendance of the captured meeting", || async {
         let (status, page) = get(
