@@ -45,6 +45,11 @@ impl HttpError {
         HttpError::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
 
+    /// 409: the request conflicts with the current state; it may succeed later.
+    pub fn conflict(detail: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
     /// 503: the store could not commit; the client (Zoom) should retry.
     pub fn unavailable(detail: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)

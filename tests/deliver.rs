@@ -550,11 +550,15 @@ async fn failing_subscription_is_disabled_then_delivers_its_backlog_when_enabled
             .contains("disabled automatically"),
         "{disabled}"
     );
-    let events = server.all_events().await;
-    let op = events
-        .iter()
-        .find(|e| e["event"] == "zoomhook.subscription.disabled")
-        .expect("operational event in the log");
+    // The operational event is appended right after the disable is committed.
+    let op = eventually("the operational event in the log", || async {
+        server
+            .all_events()
+            .await
+            .into_iter()
+            .find(|e| e["event"] == "zoomhook.subscription.disabled")
+    })
+    .await;
     assert_eq!(op["source"], "zoomhook");
 
     // Events keep queueing while disabled, and go out once it is enabled again.
@@ -990,5 +994,57 @@ async fn finished_deliveries_are_purged_after_the_retention(db: TestDb) {
             .unwrap()
             .is_none()
     );
+    server.stop().await;
+}
+
+both_backends!(concurrent_updates_of_different_fields_are_all_kept);
+
+/// Each PATCH names only its own field; when they race, every one of them must survive (an update
+/// that wrote back the whole row it had read would silently undo the others).
+async fn concurrent_updates_of_different_fields_are_all_kept(db: TestDb) {
+    let receiver = Receiver::ok().await;
+    let server = TestServer::start(delivery_config(&db, &[])).await;
+    for round in 0..8 {
+        let sub = subscribe(&server, json!({"url": receiver.url("/c"), "events": "*"})).await;
+        let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+        let patches = [
+            json!({"description": format!("round {round}")}),
+            json!({"timeout": "7s"}),
+            json!({"max_in_flight": 3}),
+            json!({"events": "meeting.*"}),
+            json!({"rate_limit": 5}),
+            json!({"ordering": "entity"}),
+            json!({"headers": {"x-team": "crm"}}),
+        ];
+        let answers = futures_util::future::join_all(patches.iter().map(|patch| {
+            server
+                .http
+                .patch(server.url(&path))
+                .bearer_auth(ADMIN)
+                .json(patch)
+                .send()
+        }))
+        .await;
+        for answer in answers {
+            assert_eq!(answer.unwrap().status(), 200);
+        }
+        let got: Value = server
+            .http
+            .get(server.url(&path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got["description"], format!("round {round}"), "{got}");
+        assert_eq!(got["timeout_ms"], 7000, "{got}");
+        assert_eq!(got["max_in_flight"], 3, "{got}");
+        assert_eq!(got["events"], "meeting.*", "{got}");
+        assert_eq!(got["rate_limit"], 5, "{got}");
+        assert_eq!(got["ordering"], "entity", "{got}");
+        assert_eq!(got["headers_map"]["x-team"], "crm", "{got}");
+    }
     server.stop().await;
 }

@@ -439,6 +439,7 @@ async fn restart_with_100k_pending_deliveries_delivers_all_with_bounded_memory()
             description: String::new(),
             created_at: 0,
             updated_at: 0,
+            revision: 0,
         };
         store.insert_subscription(&sub).await.unwrap();
         prefill(store.as_ref(), total, 1).await;

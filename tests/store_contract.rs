@@ -32,6 +32,7 @@ both_backends!(
     group_commit_shares_transactions_under_concurrency,
     admin_tokens_are_found_by_hash,
     reopening_keeps_everything_and_migrations_are_idempotent,
+    subscription_updates_are_compare_and_set,
 );
 
 async fn append_assigns_consecutive_seqs_and_keeps_bytes(db: TestDb) {
@@ -314,6 +315,57 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent(db: TestDb) {
         "dedupe keys survive a restart"
     );
     store.ping().await.unwrap();
+}
+
+async fn subscription_updates_are_compare_and_set(db: TestDb) {
+    use zoomhook::deliver::{ssrf, subscription};
+    let store = db.open_store().await;
+    let policy = ssrf::SsrfPolicy::new(ssrf::parse_allow_list("127.0.0.0/8").unwrap());
+    let input = subscription::SubscriptionInput {
+        url: Some("http://127.0.0.1:9/hook".into()),
+        events: Some(serde_json::json!("*")),
+        ..Default::default()
+    };
+    let created = subscription::create(input, &policy, 1).unwrap();
+    store.insert_subscription(&created).await.unwrap();
+    let read = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert_eq!(read, created);
+
+    let mut first = read.clone();
+    first.description = "first".into();
+    assert!(store.update_subscription(&first).await.unwrap());
+    let mut stale = read.clone();
+    stale.description = "stale".into();
+    assert!(
+        !store.update_subscription(&stale).await.unwrap(),
+        "a write based on an older revision is refused"
+    );
+    let now = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert_eq!(now.description, "first");
+    assert_eq!(now.revision, read.revision + 1);
+
+    // A worker disabling the subscription moves the revision too, so a PATCH read before it
+    // cannot re-enable it by writing back what it read.
+    let mut failing = now.clone();
+    failing.failing_since = Some(5);
+    assert!(store.update_subscription(&failing).await.unwrap());
+    let before_disable = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert!(
+        store
+            .disable_failing(&created.id, "failing", 20, 10)
+            .await
+            .unwrap()
+    );
+    let mut behind = before_disable.clone();
+    behind.description = "behind".into();
+    assert!(!store.update_subscription(&behind).await.unwrap());
+    let latest = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert!(!latest.enabled);
+    assert!(store.update_subscription(&latest).await.unwrap());
+
+    let mut gone = latest.clone();
+    gone.id = "sub_missing".into();
+    assert!(!store.update_subscription(&gone).await.unwrap());
 }
 
 #[tokio::test]

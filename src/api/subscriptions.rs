@@ -59,6 +59,9 @@ async fn find(state: &AppState, id: &str) -> Result<Subscription, HttpError> {
         .ok_or_else(|| HttpError::not_found(format!("no subscription {id:?}")))
 }
 
+/// How many times an update is re-applied to a row that changed under it before giving up (409).
+const UPDATE_ATTEMPTS: u32 = 8;
+
 /// Tells this instance's dispatcher to re-read subscriptions before its next claim.
 fn subscriptions_changed(state: &AppState) {
     state
@@ -108,11 +111,22 @@ pub async fn update(
     let input: SubscriptionInput = json_body(&body)?;
     let rotated = input.rotate_secret == Some(true);
     let enabling = input.enabled == Some(true);
-    let mut sub = find(&state, &id).await?;
-    subscription::apply(&mut sub, input, &state.ssrf, now_millis()).map_err(invalid)?;
-    if !state.store.update_subscription(&sub).await? {
-        return Err(HttpError::not_found(format!("no subscription {id:?}")));
-    }
+    // Apply the fields to the row as read and write it only if nobody wrote it meanwhile (another
+    // request, a worker disabling it); otherwise apply them again to the newer row.
+    let mut attempt = 0;
+    let sub = loop {
+        let mut sub = find(&state, &id).await?;
+        subscription::apply(&mut sub, input.clone(), &state.ssrf, now_millis()).map_err(invalid)?;
+        if state.store.update_subscription(&sub).await? {
+            break sub;
+        }
+        attempt += 1;
+        if attempt == UPDATE_ATTEMPTS {
+            return Err(HttpError::conflict(format!(
+                "subscription {id:?} kept changing while it was being updated; try again"
+            )));
+        }
+    };
     subscriptions_changed(&state);
     if enabling {
         state.deliveries_queued.notify_one();
@@ -195,11 +209,7 @@ pub async fn retry(
 ) -> Result<Response, HttpError> {
     if !state.store.retry_delivery(&id, now_millis()).await? {
         return Err(match state.store.get_delivery(&id).await? {
-            Some(_) => HttpError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("delivery {id:?} is being sent right now"),
-            ),
+            Some(_) => HttpError::conflict(format!("delivery {id:?} is being sent right now")),
             None => HttpError::not_found(format!("no delivery {id:?}")),
         });
     }

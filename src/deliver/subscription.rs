@@ -312,6 +312,7 @@ pub fn create(
         description: String::new(),
         created_at: now,
         updated_at: now,
+        revision: 0,
     };
     if input.rotate_secret.is_some() {
         return Err(invalid("rotate_secret", "only on update"));

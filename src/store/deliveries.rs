@@ -45,10 +45,13 @@ pub struct Subscription {
     pub description: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Bumped by every write of the row; an update must name the revision it read.
+    #[serde(skip)]
+    pub revision: i64,
 }
 
 /// The columns of `subscriptions`, in [`Subscription`] field order.
-pub const SUBSCRIPTION_COLUMNS: &str = "id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at";
+pub const SUBSCRIPTION_COLUMNS: &str = "id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at, revision";
 
 /// One delivery: an event for a subscription.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,7 +176,8 @@ pub const FANOUT_READER: &str = "fanout";
 #[async_trait]
 pub trait DeliveryStore: Send + Sync + 'static {
     async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError>;
-    /// Replaces every field of an existing subscription; `false` if there is none.
+    /// Writes every field of a subscription if its row is still at `sub.revision` (and bumps
+    /// it); `false` if the row is gone or was written since it was read — re-read and re-apply.
     async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError>;
     async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError>;
     async fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
@@ -248,8 +252,9 @@ pub trait DeliveryStore: Send + Sync + 'static {
 pub(crate) const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
 
-pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2, url = $3, events = $4, secret = $5, previous_secret = $6, previous_until = $7, scheme = $8, headers = $9, timeout_ms = $10, max_in_flight = $11, rate_limit = $12, ordering = $13, https_only = $14, enabled = $15, disabled_reason = $16, failing_since = $17, email_to = $18, email_subject = $19, email_body = $20, description = $21, created_at = $22, updated_at = $23
-    WHERE id = $1";
+pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2, url = $3, events = $4, secret = $5, previous_secret = $6, previous_until = $7, scheme = $8, headers = $9, timeout_ms = $10, max_in_flight = $11, rate_limit = $12, ordering = $13, https_only = $14, enabled = $15, disabled_reason = $16, failing_since = $17, email_to = $18, email_subject = $19, email_body = $20, description = $21, created_at = $22, updated_at = $23,
+    revision = revision + 1
+    WHERE id = $1 AND revision = $24";
 
 pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, next_attempt_at, created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)
@@ -262,14 +267,11 @@ pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (delivery
 pub(crate) const FINISH_DELIVERY: &str = "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, locked_until = NULL, last_status = $5, last_error = $6, updated_at = $7
     WHERE id = $1 AND status = 'delivering' AND locked_until = $8";
 
-pub(crate) const SUBSCRIPTION_SUCCEEDED: &str =
-    "UPDATE subscriptions SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL";
+pub(crate) const SUBSCRIPTION_SUCCEEDED: &str = "UPDATE subscriptions SET failing_since = NULL, revision = revision + 1 WHERE id = $1 AND failing_since IS NOT NULL";
 
-pub(crate) const SUBSCRIPTION_FAILED: &str =
-    "UPDATE subscriptions SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL";
+pub(crate) const SUBSCRIPTION_FAILED: &str = "UPDATE subscriptions SET failing_since = $2, revision = revision + 1 WHERE id = $1 AND failing_since IS NULL";
 
-pub(crate) const DISABLE_SUBSCRIPTION: &str =
-    "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3 WHERE id = $1";
+pub(crate) const DISABLE_SUBSCRIPTION: &str = "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3, revision = revision + 1 WHERE id = $1";
 
 pub(crate) const RETRY_DELIVERY: &str = "UPDATE deliveries SET status = 'pending', schedule_base = attempts, next_attempt_at = $2, locked_until = NULL, updated_at = $2
     WHERE id = $1 AND status <> 'delivering'";
@@ -284,7 +286,7 @@ const FINISHED_BEFORE: &str = "SELECT id FROM deliveries WHERE status IN ('succe
 pub(crate) const PURGE_CANDIDATES: &str = FINISHED_BEFORE;
 
 pub(crate) const DISABLE_FAILING: &str =
-    "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3
+    "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3, revision = revision + 1
     WHERE id = $1 AND enabled = 1 AND failing_since IS NOT NULL AND failing_since <= $4";
 
 pub(crate) const QUEUE_STATS: &str =

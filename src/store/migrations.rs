@@ -27,6 +27,11 @@ pub const SQLITE: &[Migration] = &[
         name: "delivery",
         sql: include_str!("../../migrations/sqlite/0003_delivery.sql"),
     },
+    Migration {
+        version: 4,
+        name: "subscription_revision",
+        sql: include_str!("../../migrations/sqlite/0004_subscription_revision.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -45,6 +50,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "delivery",
         sql: include_str!("../../migrations/postgres/0003_delivery.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "subscription_revision",
+        sql: include_str!("../../migrations/postgres/0004_subscription_revision.sql"),
     },
 ];
 

@@ -34,6 +34,7 @@ fn row_to_subscription(r: &tokio_postgres::Row) -> Subscription {
         description: r.get(20),
         created_at: r.get(21),
         updated_at: r.get(22),
+        revision: r.get(23),
     }
 }
 
@@ -115,8 +116,10 @@ impl DeliveryStore for PgStore {
 
     async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
         let p = SubscriptionParams::of(sub);
+        let mut params = p.refs(sub).to_vec();
+        params.push(&sub.revision);
         let client = self.pool.get().await?;
-        Ok(client.execute(UPDATE_SUBSCRIPTION, &p.refs(sub)).await? > 0)
+        Ok(client.execute(UPDATE_SUBSCRIPTION, &params).await? > 0)
     }
 
     async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {

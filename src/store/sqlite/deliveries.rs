@@ -48,6 +48,7 @@ fn row_to_subscription(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> 
         description: r.get(20)?,
         created_at: r.get(21)?,
         updated_at: r.get(22)?,
+        revision: r.get(23)?,
     })
 }
 
@@ -113,7 +114,8 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
-        let values = subscription_params(sub);
+        let mut values = subscription_params(sub).to_vec();
+        values.push(rusqlite::types::Value::Integer(sub.revision));
         self.with_writer(move |conn| {
             Ok(conn.execute(&q(UPDATE_SUBSCRIPTION), rusqlite::params_from_iter(values))? > 0)
         })
