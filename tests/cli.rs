@@ -371,7 +371,7 @@ async fn meetings_and_attendance_report_the_synchronised_state() {
     assert!(server.send(guest).await.status().is_success());
 
     let mut csv = String::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         let out = zoomhook(
             &["attendance", "hwkAADUySwyG3GyUkqc0vA==", "--csv"],
             &client_env,
@@ -493,7 +493,7 @@ async fn subs_deliveries_and_replay_commands_drive_outbound_delivery() {
     assert!(stdout(&test).starts_with("OK: 200"), "{}", stdout(&test));
 
     let mut listed = String::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         listed = stdout(&zoomhook(&["subs", "list"], &client_env).await);
         if listed
             .lines()

@@ -170,7 +170,9 @@ async fn receiver_down_then_up_gets_every_event_with_one_webhook_id() {
         &db,
         &[(
             "delivery_retry_schedule",
-            "300ms,300ms,300ms,300ms,300ms,300ms",
+            // Quick first retries; long later ones, so a stalled machine cannot dead-letter the
+            // deliveries before the receiver is up.
+            "300ms,300ms,2s,5s,10s,30s",
         )],
     ))
     .await;
@@ -314,7 +316,11 @@ async fn answers_retry_after_gone_redirect_timeout_and_client_errors() {
         receiver.received_at("/elsewhere").is_empty(),
         "redirects are never followed"
     );
-    assert!(delivery("/busy").await.unwrap()["status"] == "succeeded");
+    // The receiver records a request when it arrives; the outcome is committed just after.
+    eventually("the 429 delivery to succeed on its retry", || async {
+        (delivery("/busy").await?["status"] == "succeeded").then_some(())
+    })
+    .await;
     server.stop().await;
 }
 
@@ -941,8 +947,10 @@ async fn max_in_flight_and_rate_limit_are_respected() {
     );
     let spread = limited.last().unwrap().at.duration_since(limited[0].at);
     assert!(
-        spread >= Duration::from_millis(900),
-        "4/s for 8 deliveries takes over a second: {spread:?}"
+        // The bucket allows the last claim 1 s after the first; arrivals at the receiver may
+        // jitter (the first ones open connections), so allow some of that second to be lost.
+        spread >= Duration::from_millis(700),
+        "4/s for 8 deliveries takes about a second: {spread:?}"
     );
     server.stop().await;
 }

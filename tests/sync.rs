@@ -165,16 +165,20 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
     assert_eq!(status, 400);
     assert!(error["detail"].as_str().unwrap().contains("since"));
 
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("zoomhook_sync_lag_events 0"), "{metrics}");
+    // The gauge is set just after the reader's batch commits.
+    eventually("a sync lag of 0 in /metrics", || async {
+        let metrics = server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics.contains("zoomhook_sync_lag_events 0").then_some(())
+    })
+    .await;
     server.stop().await;
 }
 
