@@ -1036,16 +1036,7 @@ async fn concurrent_updates_of_different_fields_are_all_kept(db: TestDb) {
         for answer in answers {
             assert_eq!(answer.unwrap().status(), 200);
         }
-        let got: Value = server
-            .http
-            .get(server.url(&path))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got = server.api(&path).await;
         assert_eq!(got["description"], format!("round {round}"), "{got}");
         assert_eq!(got["timeout_ms"], 7000, "{got}");
         assert_eq!(got["max_in_flight"], 3, "{got}");
