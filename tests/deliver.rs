@@ -741,6 +741,53 @@ async fn two_instances_on_one_postgres_perform_each_delivery_once() {
     b.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_holds_across_two_instances() {
+    let db = TestDb::postgres().await;
+    let receiver =
+        Receiver::start(Arc::new(|_, _| (200, vec![], Duration::from_millis(150)))).await;
+    let a = TestServer::start(delivery_config(&db, &[])).await;
+    let b = TestServer::start(delivery_config(&db, &[])).await;
+    // Created disabled so the whole backlog is due at once when it is enabled.
+    let sub = subscribe(
+        &a,
+        json!({"url": receiver.url("/fragile"), "events": "*", "max_in_flight": 3, "enabled": false}),
+    )
+    .await;
+    let total = 24;
+    for i in 0..total {
+        let body = serde_json::to_vec(
+            &json!({"event": "meeting.started", "event_ts": 1_700_000_000_000i64 + i,
+            "payload": {"account_id": "A", "object": {"id": 7000 + i, "uuid": format!("m{i}")}}}),
+        )
+        .unwrap();
+        let server = if i % 2 == 0 { &a } else { &b };
+        assert!(server.send(&body).await.status().is_success());
+    }
+    let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+    let r = b
+        .http
+        .patch(b.url(&path))
+        .bearer_auth(ADMIN)
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    receiver.wait_for("/fragile", total as usize).await;
+    assert!(
+        receiver.max_concurrency() <= 3,
+        "the endpoint saw {} requests at once across both instances",
+        receiver.max_concurrency()
+    );
+    assert!(
+        receiver.max_concurrency() >= 2,
+        "both instances sent in parallel"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A real SMTP listener: speaks enough SMTP for a client to deliver; the first session refuses
 /// the recipient with a transient 451 when `refuse_first`.
 async fn smtp_server(refuse_first: bool) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {

@@ -33,6 +33,7 @@ both_backends!(
     admin_tokens_are_found_by_hash,
     reopening_keeps_everything_and_migrations_are_idempotent,
     subscription_updates_are_compare_and_set,
+    claims_never_exceed_max_in_flight,
 );
 
 async fn append_assigns_consecutive_seqs_and_keeps_bytes(db: TestDb) {
@@ -366,6 +367,52 @@ async fn subscription_updates_are_compare_and_set(db: TestDb) {
     let mut gone = latest.clone();
     gone.id = "sub_missing".into();
     assert!(!store.update_subscription(&gone).await.unwrap());
+}
+
+async fn claims_never_exceed_max_in_flight(db: TestDb) {
+    use zoomhook::deliver::{fanout, ssrf, subscription};
+    use zoomhook::store::deliveries::ClaimRequest;
+    let store = db.open_store().await;
+    let policy = ssrf::SsrfPolicy::new(ssrf::parse_allow_list("127.0.0.0/8").unwrap());
+    let input = subscription::SubscriptionInput {
+        url: Some("http://127.0.0.1:9/hook".into()),
+        events: Some(serde_json::json!("*")),
+        ..Default::default()
+    };
+    let sub = subscription::create(input, &policy, 0).unwrap();
+    store.insert_subscription(&sub).await.unwrap();
+    let events: Vec<_> = (0..6)
+        .map(|i| {
+            let body = format!(
+                r#"{{"event":"meeting.started","event_ts":{},"payload":{{"account_id":"A","object":{{"id":{i},"uuid":"u{i}"}}}}}}"#,
+                1_700_000_000_000i64 + i
+            );
+            new_event(body.as_bytes(), None, 1)
+        })
+        .collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+
+    let claim = |now: i64| ClaimRequest {
+        subscription_id: &sub.id,
+        entity_order: false,
+        limit: 10,
+        max_in_flight: 2,
+        now,
+        lease_until: now + 1_000,
+    };
+    // Deliveries are due from the moment of the fan-out.
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let first = store.claim(&claim(t)).await.unwrap();
+    assert_eq!(first.len(), 2, "no more than max_in_flight at once");
+    assert!(
+        store.claim(&claim(t + 1)).await.unwrap().is_empty(),
+        "another instance asking finds the subscription full"
+    );
+    // Leases that expired (an instance that died mid-send) no longer count, and their
+    // deliveries are due again.
+    let after_expiry = store.claim(&claim(t + 1_500)).await.unwrap();
+    assert_eq!(after_expiry.len(), 2);
 }
 
 #[tokio::test]

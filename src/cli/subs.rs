@@ -78,9 +78,10 @@ pub struct AddArgs {
     /// Request timeout, e.g. 10s.
     #[arg(long)]
     pub timeout: Option<String>,
+    /// Requests in flight at once, over every instance sharing the database.
     #[arg(long)]
     pub max_in_flight: Option<i64>,
-    /// Deliveries per second.
+    /// Deliveries per second (per instance).
     #[arg(long)]
     pub rate_limit: Option<i64>,
     /// none, or entity (events of one meeting/user in log order).

@@ -39,8 +39,9 @@ pub struct SubscriptionInput {
     pub headers: Option<serde_json::Map<String, Value>>,
     /// A duration such as `10s`.
     pub timeout: Option<String>,
+    /// Requests in flight to the endpoint at once, over every instance sharing the store.
     pub max_in_flight: Option<i64>,
-    /// Deliveries per second; `0` removes the limit.
+    /// Deliveries per second, per instance; `0` removes the limit.
     pub rate_limit: Option<i64>,
     pub ordering: Option<String>,
     pub https_only: Option<bool>,

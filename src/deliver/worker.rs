@@ -26,7 +26,7 @@ use super::subscription::signing_secrets;
 use crate::config::DeliveryConfig;
 use crate::core::clock::now_millis;
 use crate::store::EventStore;
-use crate::store::deliveries::{Attempt, Claimed, Completion, Next, Subscription};
+use crate::store::deliveries::{Attempt, ClaimRequest, Claimed, Completion, Next, Subscription};
 use crate::store::group_commit::EventAppender;
 
 /// Bytes of a response body kept with an attempt.
@@ -140,7 +140,14 @@ pub async fn run(
             let lease = now + sub.timeout_ms + LEASE_MARGIN.as_millis() as i64;
             let claimed = match deliverer
                 .store
-                .claim(&sub.id, sub.ordering == "entity", allowance, now, lease)
+                .claim(&ClaimRequest {
+                    subscription_id: &sub.id,
+                    entity_order: sub.ordering == "entity",
+                    limit: allowance,
+                    max_in_flight: sub.max_in_flight,
+                    now,
+                    lease_until: lease,
+                })
                 .await
             {
                 Ok(c) => c,

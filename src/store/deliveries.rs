@@ -50,6 +50,23 @@ pub struct Subscription {
     pub revision: i64,
 }
 
+/// What one claim asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub subscription_id: &'a str,
+    pub entity_order: bool,
+    /// What this instance may take now (its free slots and rate-limit tokens).
+    pub limit: i64,
+    /// The subscription's limit on deliveries in flight, counted over every instance.
+    pub max_in_flight: i64,
+    pub now: i64,
+    pub lease_until: i64,
+}
+
+/// Deliveries of a subscription being sent under a live lease (`$1` subscription, `$2` now).
+pub(crate) const IN_FLIGHT: &str = "SELECT COUNT(*) FROM deliveries
+    WHERE subscription_id = $1 AND status = 'delivering' AND locked_until >= $2";
+
 /// The columns of `subscriptions`, in [`Subscription`] field order.
 pub const SUBSCRIPTION_COLUMNS: &str = "id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at, revision";
 
@@ -193,18 +210,13 @@ pub trait DeliveryStore: Send + Sync + 'static {
         deliveries: Vec<NewDelivery>,
     ) -> Result<bool, StoreError>;
 
-    /// Claims up to `limit` due deliveries of one subscription (pending and due, or delivering
-    /// with an expired lease), marks them `delivering` until `lease_until`, and returns them with
-    /// their event bodies. With `entity_order`, a delivery is only due when no earlier delivery of
-    /// the same entity is pending or delivering, and at most one per entity is claimed.
-    async fn claim(
-        &self,
-        subscription_id: &str,
-        entity_order: bool,
-        limit: i64,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Vec<Claimed>, StoreError>;
+    /// Claims up to `request.limit` due deliveries of one subscription (pending and due, or
+    /// delivering with an expired lease), marks them `delivering` until `lease_until`, and returns
+    /// them with their event bodies. Never lets the subscription's deliveries in flight — across
+    /// every instance sharing the store — exceed `max_in_flight`. With `entity_order`, a delivery
+    /// is only due when no earlier delivery of the same entity is pending or delivering, and at
+    /// most one per entity is claimed.
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError>;
 
     /// Records attempts and their consequences in one transaction.
     async fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<(), StoreError>;

@@ -32,6 +32,11 @@ pub const SQLITE: &[Migration] = &[
         name: "subscription_revision",
         sql: include_str!("../../migrations/sqlite/0004_subscription_revision.sql"),
     },
+    Migration {
+        version: 5,
+        name: "in_flight_index",
+        sql: include_str!("../../migrations/sqlite/0005_in_flight_index.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -55,6 +60,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "subscription_revision",
         sql: include_str!("../../migrations/postgres/0004_subscription_revision.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "in_flight_index",
+        sql: include_str!("../../migrations/postgres/0005_in_flight_index.sql"),
     },
 ];
 

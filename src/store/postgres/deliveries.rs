@@ -205,17 +205,32 @@ impl DeliveryStore for PgStore {
         Ok(true)
     }
 
-    async fn claim(
-        &self,
-        subscription_id: &str,
-        entity_order: bool,
-        limit: i64,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
+        let ClaimRequest {
+            subscription_id,
+            entity_order,
+            now,
+            lease_until,
+            ..
+        } = *request;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(RELAXED_COMMIT).await?;
+        // One claim per subscription at a time across every instance, so the in-flight count
+        // cannot be read by two claims that then both fill it.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&subscription_id],
+        )
+        .await?;
+        let in_flight: i64 = tx
+            .query_one(IN_FLIGHT, &[&subscription_id, &now])
+            .await?
+            .get(0);
+        let limit = request.limit.min(request.max_in_flight - in_flight);
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
         let order = i64::from(entity_order);
         let ids: Vec<String> = tx
             .query(

@@ -200,17 +200,21 @@ impl DeliveryStore for SqliteStore {
         .await
     }
 
-    async fn claim(
-        &self,
-        subscription_id: &str,
-        entity_order: bool,
-        limit: i64,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let subscription_id = subscription_id.to_owned();
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
+        let subscription_id = request.subscription_id.to_owned();
+        let (entity_order, now, lease_until) =
+            (request.entity_order, request.now, request.lease_until);
+        let (wanted, max_in_flight) = (request.limit, request.max_in_flight);
         self.with_relaxed_writer(move |conn| {
+            // The write lock (IMMEDIATE) serialises claims, so the count below stays true.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let in_flight: i64 = tx
+                .prepare_cached(&q(IN_FLIGHT))?
+                .query_row(params![subscription_id, now], |r| r.get(0))?;
+            let limit = wanted.min(max_in_flight - in_flight);
+            if limit <= 0 {
+                return Ok(Vec::new());
+            }
             let ids: Vec<String> = {
                 let mut stmt = tx.prepare_cached(&q(&claim_candidates_sql(false)))?;
                 let rows = stmt.query_map(
