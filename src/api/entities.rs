@@ -92,13 +92,21 @@ async fn page(
     render: impl Fn(&EntityRow) -> Value,
 ) -> Result<Json<EntityPage>, HttpError> {
     let rows = state.store.list_entities(&q).await?;
+    Ok(page_of(&q, &rows, render))
+}
+
+fn page_of(
+    q: &EntityQuery,
+    rows: &[EntityRow],
+    render: impl Fn(&EntityRow) -> Value,
+) -> Json<EntityPage> {
     let next_cursor = (rows.len() as i64 == q.limit)
         .then(|| rows.last().map(|r| r.key.clone()))
         .flatten();
-    Ok(Json(EntityPage {
+    Json(EntityPage {
         data: rows.iter().map(render).collect(),
         next_cursor,
-    }))
+    })
 }
 
 async fn one(state: &AppState, kind: Kind, key: &str) -> Result<EntityRow, HttpError> {
@@ -154,15 +162,17 @@ pub async fn participants(
     Path(uuid): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<EntityPage>, HttpError> {
-    let instance_end = s
+    let q = query(Kind::Participant, Some(uuid.clone()), &p)?;
+    // Participants and the instance's end from one snapshot: open sessions are counted until
+    // the end, so a torn read would report them with no time at all.
+    let (rows, instance) = s
         .store
-        .get_entity(Kind::Instance.as_str(), &uuid)
-        .await?
-        .and_then(|i| i.end_at);
-    page(&s, query(Kind::Participant, Some(uuid), &p)?, |row| {
+        .list_entities_with(&q, Kind::Instance.as_str(), &uuid)
+        .await?;
+    let instance_end = instance.and_then(|i| i.end_at);
+    Ok(page_of(&q, &rows, |row| {
         participant_view(row, instance_end)
-    })
-    .await
+    }))
 }
 
 /// A participant with its sessions (times in RFC 3339) and attendance.

@@ -100,4 +100,14 @@ pub trait EntityStore: Send + Sync + 'static {
 
     /// One entity.
     async fn get_entity(&self, kind: &str, key: &str) -> Result<Option<EntityRow>, StoreError>;
+
+    /// Entities matching `query` and one other entity (`kind`, `key`: e.g. the meeting instance
+    /// whose participants these are), read from one snapshot, so a view that combines them never
+    /// mixes states from before and after a sync batch.
+    async fn list_entities_with(
+        &self,
+        query: &EntityQuery,
+        kind: &str,
+        key: &str,
+    ) -> Result<(Vec<EntityRow>, Option<EntityRow>), StoreError>;
 }

@@ -8,6 +8,10 @@ use crate::store::StoreError;
 use crate::store::entities::{ENTITY_COLUMNS, EntityQuery, EntityStore, ReaderPosition};
 use crate::sync::project::EntityRow;
 
+fn get_entity_sql() -> String {
+    format!("SELECT {ENTITY_COLUMNS} FROM sync_entities WHERE kind = $1 AND key = $2")
+}
+
 fn row_to_entity(r: &tokio_postgres::Row) -> EntityRow {
     EntityRow {
         kind: r.get(0),
@@ -184,12 +188,34 @@ impl EntityStore for PgStore {
 
     async fn get_entity(&self, kind: &str, key: &str) -> Result<Option<EntityRow>, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {ENTITY_COLUMNS} FROM sync_entities WHERE kind = $1 AND key = $2"),
-                &[&kind, &key],
-            )
-            .await?;
+        let row = client.query_opt(&get_entity_sql(), &[&kind, &key]).await?;
         Ok(row.as_ref().map(row_to_entity))
+    }
+
+    async fn list_entities_with(
+        &self,
+        query: &EntityQuery,
+        kind: &str,
+        key: &str,
+    ) -> Result<(Vec<EntityRow>, Option<EntityRow>), StoreError> {
+        let (sql, params) = query.to_sql(|i| format!("${i}"));
+        let values = super::boxed(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
+        let mut client = self.pool.get().await?;
+        // REPEATABLE READ: both statements see one snapshot.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let stmt = tx.prepare_cached(&sql).await?;
+        let rows = tx.query(&stmt, &refs).await?;
+        let other = tx.query_opt(&get_entity_sql(), &[&kind, &key]).await?;
+        tx.commit().await?;
+        Ok((
+            rows.iter().map(row_to_entity).collect(),
+            other.as_ref().map(row_to_entity),
+        ))
     }
 }

@@ -8,6 +8,19 @@ use crate::store::StoreError;
 use crate::store::entities::{ENTITY_COLUMNS, EntityQuery, EntityStore, ReaderPosition};
 use crate::sync::project::EntityRow;
 
+fn entity(
+    conn: &rusqlite::Connection,
+    kind: &str,
+    key: &str,
+) -> Result<Option<EntityRow>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {ENTITY_COLUMNS} FROM sync_entities WHERE kind = ?1 AND key = ?2"
+        ))?
+        .query_row(params![kind, key], row_to_entity)
+        .optional()?)
+}
+
 fn row_to_entity(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntityRow> {
     Ok(EntityRow {
         kind: r.get(0)?,
@@ -139,16 +152,29 @@ impl EntityStore for SqliteStore {
 
     async fn get_entity(&self, kind: &str, key: &str) -> Result<Option<EntityRow>, StoreError> {
         let (kind, key) = (kind.to_owned(), key.to_owned());
+        self.with_reader(move |conn| entity(conn, &kind, &key))
+            .await
+    }
+
+    async fn list_entities_with(
+        &self,
+        query: &EntityQuery,
+        kind: &str,
+        key: &str,
+    ) -> Result<(Vec<EntityRow>, Option<EntityRow>), StoreError> {
+        let (sql, params) = query.to_sql(|i| format!("?{i}"));
+        let (kind, key) = (kind.to_owned(), key.to_owned());
         self.with_reader(move |conn| {
-            Ok(conn
-                .query_row(
-                    &format!(
-                        "SELECT {ENTITY_COLUMNS} FROM sync_entities WHERE kind = ?1 AND key = ?2"
-                    ),
-                    params![kind, key],
-                    row_to_entity,
-                )
-                .optional()?)
+            // One read transaction: both statements see the same snapshot of the WAL. Dropped
+            // (rolled back) on every path, so the connection returns to the pool clean.
+            let tx = conn.unchecked_transaction()?;
+            let rows = {
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let rows = stmt.query_map(super::sql_values(params), row_to_entity)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            let other = entity(&tx, &kind, &key)?;
+            Ok((rows, other))
         })
         .await
     }
