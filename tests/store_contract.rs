@@ -345,28 +345,97 @@ async fn subscription_updates_are_compare_and_set(db: TestDb) {
     assert_eq!(now.description, "first");
     assert_eq!(now.revision, read.revision + 1);
 
-    // A worker disabling the subscription moves the revision too, so a PATCH read before it
+    // The failure clock belongs to the workers: a failed attempt starts it without moving the
+    // revision, and a PATCH written from a read taken before that leaves it alone.
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let claimed = fail_one_delivery(store.as_ref(), &now, t).await;
+    assert_eq!(claimed, 1);
+    let mut patch = now.clone();
+    patch.description = "after the failure".into();
+    assert!(store.update_subscription(&patch).await.unwrap());
+    let failing = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert_eq!(failing.description, "after the failure");
+    assert_eq!(
+        failing.failing_since,
+        Some(t),
+        "the failure clock survives a PATCH"
+    );
+
+    // A worker disabling the subscription does move the revision, so a PATCH read before it
     // cannot re-enable it by writing back what it read.
-    let mut failing = now.clone();
-    failing.failing_since = Some(5);
-    assert!(store.update_subscription(&failing).await.unwrap());
-    let before_disable = store.get_subscription(&created.id).await.unwrap().unwrap();
     assert!(
         store
-            .disable_failing(&created.id, "failing", 20, 10)
+            .disable_failing(&created.id, "failing", t + 20, t + 10)
             .await
             .unwrap()
     );
-    let mut behind = before_disable.clone();
+    let mut behind = failing.clone();
     behind.description = "behind".into();
     assert!(!store.update_subscription(&behind).await.unwrap());
     let latest = store.get_subscription(&created.id).await.unwrap().unwrap();
     assert!(!latest.enabled);
-    assert!(store.update_subscription(&latest).await.unwrap());
+
+    // Enabling it again (from the current row) clears the failure clock.
+    let mut enable = latest.clone();
+    enable.enabled = true;
+    enable.failing_since = None;
+    assert!(store.update_subscription(&enable).await.unwrap());
+    let enabled = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert!(enabled.enabled);
+    assert_eq!(enabled.failing_since, None);
 
     let mut gone = latest.clone();
     gone.id = "sub_missing".into();
     assert!(!store.update_subscription(&gone).await.unwrap());
+}
+
+/// Appends one event, fans it out to `sub`, claims it at `now` and records a failed attempt
+/// (retry later); returns how many deliveries were claimed.
+async fn fail_one_delivery(
+    store: &dyn zoomhook::store::EventStore,
+    sub: &zoomhook::store::deliveries::Subscription,
+    now: i64,
+) -> usize {
+    use zoomhook::store::deliveries::{Attempt, ClaimRequest, Completion, Next};
+    let body = br#"{"event":"meeting.started","event_ts":1700000000000,"payload":{"account_id":"A","object":{"id":1,"uuid":"f1"}}}"#;
+    store
+        .append_batch(vec![new_event(body, None, 1)], WEEK_MS)
+        .await
+        .unwrap();
+    zoomhook::deliver::fanout::fan_out_batch(store, 100)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(&ClaimRequest {
+            subscription_id: &sub.id,
+            entity_order: false,
+            limit: 10,
+            max_in_flight: 10,
+            now,
+            lease_until: now + 1_000,
+        })
+        .await
+        .unwrap();
+    let completions = claimed
+        .iter()
+        .map(|c| Completion {
+            attempt: Attempt {
+                delivery_id: c.delivery.id.clone(),
+                attempt: 1,
+                started_at: now,
+                duration_ms: 1,
+                status_code: Some(503),
+                response_excerpt: None,
+                error: Some("HTTP 503".into()),
+            },
+            lease_until: now + 1_000,
+            subscription_id: sub.id.clone(),
+            next: Next::Retry(now + 60_000),
+            disable: None,
+        })
+        .collect();
+    store.complete(completions, now).await.unwrap();
+    claimed.len()
 }
 
 async fn claims_never_exceed_max_in_flight(db: TestDb) {

@@ -126,6 +126,8 @@ pub async fn update(
                 "subscription {id:?} kept changing while it was being updated; try again"
             )));
         }
+        // Let the competing write finish; staggered so racing requests do not collide again.
+        tokio::time::sleep(std::time::Duration::from_millis(2 * u64::from(attempt))).await;
     };
     subscriptions_changed(&state);
     if enabling {

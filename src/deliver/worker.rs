@@ -125,7 +125,17 @@ pub async fn run(
                         record_queue_stats(&deliverer).await;
                     }
                 }
-                Err(error) => tracing::warn!(%error, "cannot read subscriptions; retrying"),
+                Err(error) => {
+                    // Claiming with what may be outdated settings (a rotated secret, a new URL)
+                    // is worse than waiting: retry the read before the next claim.
+                    tracing::warn!(%error, "cannot read subscriptions; retrying");
+                    refreshed = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
             }
         }
         let mut claimed_any = false;
@@ -164,10 +174,16 @@ pub async fn run(
             slot.spend(claimed.len());
             // A subscription written since the last read (a rotated secret, new headers) must
             // not send what was claimed just now with the old settings.
+            // If it cannot be read again, the claimed deliveries are left to their lease and
+            // claimed afresh once it expires (a deleted subscription took them with it).
             let sub = if changed.has_changed().unwrap_or(false) {
                 match deliverer.store.get_subscription(&sub.id).await {
                     Ok(Some(fresh)) => fresh,
-                    _ => sub.clone(),
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, subscription = %sub.id, "cannot re-read a changed subscription; its claim waits for the lease");
+                        continue;
+                    }
                 }
             } else {
                 sub.clone()

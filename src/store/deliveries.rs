@@ -1,7 +1,7 @@
 //! Storage of subscriptions, the delivery queue and delivery attempts (both backends).
 //!
-//! The SQL is shared: both backends accept `$n` placeholders (SQLite binds them by first
-//! appearance, so every statement here names them in ascending order) and the same DDL types.
+//! The SQL is shared: both backends accept `$n` placeholders (the SQLite backend rewrites them
+//! to `?n`, which binds by number) and the same DDL types.
 //! Only claiming differs: PostgreSQL adds `FOR UPDATE SKIP LOCKED` so several instances never
 //! claim the same delivery; SQLite has a single writer per database.
 
@@ -45,7 +45,8 @@ pub struct Subscription {
     pub description: String,
     pub created_at: i64,
     pub updated_at: i64,
-    /// Bumped by every write of the row; an update must name the revision it read.
+    /// Bumped by every write of the settings or state (not by the workers' failure clock,
+    /// `failing_since`, which updates never overwrite); an update must name the revision it read.
     #[serde(skip)]
     pub revision: i64,
 }
@@ -264,7 +265,7 @@ pub trait DeliveryStore: Send + Sync + 'static {
 pub(crate) const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
 
-pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2, url = $3, events = $4, secret = $5, previous_secret = $6, previous_until = $7, scheme = $8, headers = $9, timeout_ms = $10, max_in_flight = $11, rate_limit = $12, ordering = $13, https_only = $14, enabled = $15, disabled_reason = $16, failing_since = $17, email_to = $18, email_subject = $19, email_body = $20, description = $21, created_at = $22, updated_at = $23,
+pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2, url = $3, events = $4, secret = $5, previous_secret = $6, previous_until = $7, scheme = $8, headers = $9, timeout_ms = $10, max_in_flight = $11, rate_limit = $12, ordering = $13, https_only = $14, enabled = $15, disabled_reason = $16, failing_since = CASE WHEN enabled = 0 AND $15 <> enabled THEN CAST($17 AS BIGINT) ELSE failing_since END, email_to = $18, email_subject = $19, email_body = $20, description = $21, created_at = $22, updated_at = $23,
     revision = revision + 1
     WHERE id = $1 AND revision = $24";
 
@@ -279,9 +280,11 @@ pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (delivery
 pub(crate) const FINISH_DELIVERY: &str = "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, locked_until = NULL, last_status = $5, last_error = $6, updated_at = $7
     WHERE id = $1 AND status = 'delivering' AND locked_until = $8";
 
-pub(crate) const SUBSCRIPTION_SUCCEEDED: &str = "UPDATE subscriptions SET failing_since = NULL, revision = revision + 1 WHERE id = $1 AND failing_since IS NOT NULL";
+pub(crate) const SUBSCRIPTION_SUCCEEDED: &str =
+    "UPDATE subscriptions SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL";
 
-pub(crate) const SUBSCRIPTION_FAILED: &str = "UPDATE subscriptions SET failing_since = $2, revision = revision + 1 WHERE id = $1 AND failing_since IS NULL";
+pub(crate) const SUBSCRIPTION_FAILED: &str =
+    "UPDATE subscriptions SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL";
 
 pub(crate) const DISABLE_SUBSCRIPTION: &str = "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3, revision = revision + 1 WHERE id = $1";
 

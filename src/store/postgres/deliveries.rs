@@ -217,12 +217,18 @@ impl DeliveryStore for PgStore {
         let tx = client.transaction().await?;
         tx.batch_execute(RELAXED_COMMIT).await?;
         // One claim per subscription at a time across every instance, so the in-flight count
-        // cannot be read by two claims that then both fill it.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&subscription_id],
-        )
-        .await?;
+        // cannot be read by two claims that then both fill it. Never waits: if another instance
+        // is claiming for this subscription (or hangs doing so), try again on the next pass.
+        let locked: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&subscription_id],
+            )
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(Vec::new());
+        }
         let in_flight: i64 = tx
             .query_one(IN_FLIGHT, &[&subscription_id, &now])
             .await?
