@@ -36,6 +36,19 @@ async fn post_json(server: &TestServer, path: &str, body: Value) -> (u16, Value)
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+async fn patch_json(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
+    let r = server
+        .http
+        .patch(server.url(path))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .expect("PATCH");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn subscribe(server: &TestServer, body: Value) -> Value {
     let (status, sub) = post_json(server, "/api/v1/subscriptions", body).await;
     assert_eq!(status, 201, "{sub}");
@@ -583,15 +596,13 @@ async fn failing_subscription_is_disabled_then_delivers_its_backlog_when_enabled
         .filter(|r| r.json()["event"] == "meeting.ended")
         .count();
     assert_eq!(ended_before, 0, "nothing is sent while disabled");
-    let r = server
-        .http
-        .patch(server.url(&format!("/api/v1/subscriptions/{id}")))
-        .bearer_auth(ADMIN)
-        .json(&json!({"enabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = patch_json(
+        &server,
+        &format!("/api/v1/subscriptions/{id}"),
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
     eventually("the backlog after re-enabling", || async {
         receiver
             .received_at("/flaky")
@@ -765,15 +776,8 @@ async fn max_in_flight_holds_across_two_instances() {
         assert!(server.send(&body).await.status().is_success());
     }
     let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().unwrap());
-    let r = b
-        .http
-        .patch(b.url(&path))
-        .bearer_auth(ADMIN)
-        .json(&json!({"enabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = patch_json(&b, &path, json!({"enabled": true})).await;
+    assert_eq!(status, 200);
     receiver.wait_for("/fragile", total as usize).await;
     assert!(
         receiver.max_concurrency() <= 3,
@@ -920,16 +924,13 @@ async fn a_rotated_secret_signs_alongside_the_old_one_during_the_overlap() {
         sub["id"].as_str().unwrap().to_owned(),
         sub["secret"].as_str().unwrap().to_owned(),
     );
-    let r = server
-        .http
-        .patch(server.url(&format!("/api/v1/subscriptions/{id}")))
-        .bearer_auth(ADMIN)
-        .json(&json!({"rotate_secret": true, "rotation_overlap": "1h"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let rotated: Value = r.json().await.unwrap();
+    let (status, rotated) = patch_json(
+        &server,
+        &format!("/api/v1/subscriptions/{id}"),
+        json!({"rotate_secret": true, "rotation_overlap": "1h"}),
+    )
+    .await;
+    assert_eq!(status, 200);
     let new = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
     assert!(

@@ -318,17 +318,25 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent(db: TestDb) {
     store.ping().await.unwrap();
 }
 
-async fn subscription_updates_are_compare_and_set(db: TestDb) {
+/// A webhook subscription to every event, created at time 0 and stored.
+async fn stored_subscription(
+    store: &dyn zoomhook::store::EventStore,
+) -> zoomhook::store::deliveries::Subscription {
     use zoomhook::deliver::{ssrf, subscription};
-    let store = db.open_store().await;
     let policy = ssrf::SsrfPolicy::new(ssrf::parse_allow_list("127.0.0.0/8").unwrap());
     let input = subscription::SubscriptionInput {
         url: Some("http://127.0.0.1:9/hook".into()),
         events: Some(serde_json::json!("*")),
         ..Default::default()
     };
-    let created = subscription::create(input, &policy, 1).unwrap();
-    store.insert_subscription(&created).await.unwrap();
+    let sub = subscription::create(input, &policy, 0).unwrap();
+    store.insert_subscription(&sub).await.unwrap();
+    sub
+}
+
+async fn subscription_updates_are_compare_and_set(db: TestDb) {
+    let store = db.open_store().await;
+    let created = stored_subscription(store.as_ref()).await;
     let read = store.get_subscription(&created.id).await.unwrap().unwrap();
     assert_eq!(read, created);
 
@@ -439,17 +447,10 @@ async fn fail_one_delivery(
 }
 
 async fn claims_never_exceed_max_in_flight(db: TestDb) {
-    use zoomhook::deliver::{fanout, ssrf, subscription};
+    use zoomhook::deliver::fanout;
     use zoomhook::store::deliveries::ClaimRequest;
     let store = db.open_store().await;
-    let policy = ssrf::SsrfPolicy::new(ssrf::parse_allow_list("127.0.0.0/8").unwrap());
-    let input = subscription::SubscriptionInput {
-        url: Some("http://127.0.0.1:9/hook".into()),
-        events: Some(serde_json::json!("*")),
-        ..Default::default()
-    };
-    let sub = subscription::create(input, &policy, 0).unwrap();
-    store.insert_subscription(&sub).await.unwrap();
+    let sub = stored_subscription(store.as_ref()).await;
     let events: Vec<_> = (0..6)
         .map(|i| {
             let body = format!(
