@@ -195,22 +195,14 @@ pub async fn run(cmd: SubsCommand) -> anyhow::Result<()> {
         SubsCommand::Show { id, client } => {
             let api = AdminClient::new(&client)?;
             let sub = api
-                .send_json(
-                    Method::GET,
-                    &format!("/api/v1/subscriptions/{}", path_segment(&id)),
-                    None,
-                )
+                .send_json(Method::GET, &subscription_path(&id), None)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&sub)?);
         }
         SubsCommand::Rm { id, client } => {
             let api = AdminClient::new(&client)?;
-            api.send_json(
-                Method::DELETE,
-                &format!("/api/v1/subscriptions/{}", path_segment(&id)),
-                None,
-            )
-            .await?;
+            api.send_json(Method::DELETE, &subscription_path(&id), None)
+                .await?;
             println!("deleted {id}");
         }
         SubsCommand::Test { id, client } => {
@@ -218,7 +210,7 @@ pub async fn run(cmd: SubsCommand) -> anyhow::Result<()> {
             let r = api
                 .send_json(
                     Method::POST,
-                    &format!("/api/v1/subscriptions/{}/test", path_segment(&id)),
+                    &format!("{}/test", subscription_path(&id)),
                     None,
                 )
                 .await?;
@@ -252,7 +244,7 @@ pub async fn run(cmd: SubsCommand) -> anyhow::Result<()> {
             let sub = api
                 .send_json(
                     Method::PATCH,
-                    &format!("/api/v1/subscriptions/{}", path_segment(&id)),
+                    &subscription_path(&id),
                     Some(&json!({"rotate_secret": true, "rotation_overlap": overlap})),
                 )
                 .await?;
@@ -268,12 +260,8 @@ pub async fn run(cmd: SubsCommand) -> anyhow::Result<()> {
 
 async fn patch(client: &ClientArgs, id: &str, body: Value, what: &str) -> anyhow::Result<()> {
     let api = AdminClient::new(client)?;
-    api.send_json(
-        Method::PATCH,
-        &format!("/api/v1/subscriptions/{}", path_segment(id)),
-        Some(&body),
-    )
-    .await?;
+    api.send_json(Method::PATCH, &subscription_path(id), Some(&body))
+        .await?;
     println!("{what} {id}");
     Ok(())
 }
@@ -316,8 +304,8 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
         } => {
             let api = AdminClient::new(&client)?;
             let mut path = format!(
-                "/api/v1/subscriptions/{}/deliveries?limit={limit}",
-                path_segment(&subscription)
+                "{}/deliveries?limit={limit}",
+                subscription_path(&subscription)
             );
             if let Some(s) = status {
                 path.push_str(&format!("&status={}", path_segment(&s)));
@@ -346,22 +334,14 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
         DeliveriesCommand::Show { id, client } => {
             let api = AdminClient::new(&client)?;
             let d = api
-                .send_json(
-                    Method::GET,
-                    &format!("/api/v1/deliveries/{}", path_segment(&id)),
-                    None,
-                )
+                .send_json(Method::GET, &delivery_path(&id), None)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&d)?);
         }
         DeliveriesCommand::Retry { id, client } => {
             let api = AdminClient::new(&client)?;
-            api.send_json(
-                Method::POST,
-                &format!("/api/v1/deliveries/{}/retry", path_segment(&id)),
-                None,
-            )
-            .await?;
+            api.send_json(Method::POST, &format!("{}/retry", delivery_path(&id)), None)
+                .await?;
             println!("queued {id} for delivery now");
         }
     }
@@ -409,7 +389,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter(|(_, v)| !v.is_null())
         .collect();
-    let sub_path = format!("/api/v1/subscriptions/{}", path_segment(&args.subscription));
+    let sub_path = subscription_path(&args.subscription);
     let answer = api
         .send_json(
             Method::POST,
@@ -453,4 +433,14 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The API path of one subscription.
+fn subscription_path(id: &str) -> String {
+    format!("/api/v1/subscriptions/{}", path_segment(id))
+}
+
+/// The API path of one delivery.
+fn delivery_path(id: &str) -> String {
+    format!("/api/v1/deliveries/{}", path_segment(id))
 }
