@@ -67,8 +67,18 @@ impl IntoResponse for HttpError {
 }
 
 impl From<crate::store::StoreError> for HttpError {
+    /// A store that cannot answer is a 503 (retry later); a value the store cannot hold or match
+    /// is the request's fault and a retry would fail the same way, so it is a 400.
     fn from(e: crate::store::StoreError) -> Self {
-        tracing::warn!(error = %e, "store error");
-        HttpError::unavailable("the event store is unavailable; retry later")
+        match e {
+            crate::store::StoreError::Rejected(reason) => {
+                tracing::info!(%reason, "store refused a value of the request");
+                HttpError::new(StatusCode::BAD_REQUEST, "unstorable_value", reason)
+            }
+            other => {
+                tracing::warn!(error = %other, "store error");
+                HttpError::unavailable("the event store is unavailable; retry later")
+            }
+        }
     }
 }

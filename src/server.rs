@@ -55,6 +55,7 @@ impl Deref for AppState {
 pub fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
         busy_timeout_ms: config.sqlite_busy_timeout.as_millis() as u64,
+        wal_limit_bytes: config.sqlite_wal_limit,
         ..StoreOptions::default()
     }
 }
@@ -117,6 +118,7 @@ pub async fn run(
     });
     let syncer = tokio::spawn(sync::run(
         Arc::clone(&state.store),
+        Some(state.appender.clone()),
         state.log_advanced.subscribe(),
         stop_rx.clone(),
     ));
@@ -216,16 +218,34 @@ fn warn_about_unverifiable_sources(config: &Config) {
     }
 }
 
-/// Drops expired dedupe keys periodically, so the table stays the size of the window.
+/// Drops expired dedupe keys periodically, so the table stays the size of the window. A batch
+/// at a time with a pause between, so a large expiry (a burst a week ago) never holds the writer
+/// long in front of the appends.
 async fn purge_dedupe_keys(store: Arc<dyn EventStore>, window: Duration) {
+    const PURGE_BATCH: i64 = 5_000;
     let period = (window / 10).clamp(Duration::from_secs(10), Duration::from_secs(3600));
     let mut ticker = tokio::time::interval(period);
     loop {
         ticker.tick().await;
-        match store.purge_expired_dedupe_keys(now_millis()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(purged = n, "expired dedupe keys purged"),
-            Err(error) => tracing::warn!(%error, "could not purge expired dedupe keys"),
+        let now = now_millis();
+        let mut total = 0;
+        loop {
+            match store.purge_expired_dedupe_keys(now, PURGE_BATCH).await {
+                Ok(n) => {
+                    total += n;
+                    if (n as i64) < PURGE_BATCH {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not purge expired dedupe keys");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::debug!(purged = total, "expired dedupe keys purged");
         }
     }
 }

@@ -222,7 +222,13 @@ pub async fn publish(
         .idempotency_key
         .filter(|k| !k.is_empty())
         .map(|k| format!("api:{k}"));
-    let new_event = crate::store::NewEvent::from_envelope(&envelope, "api", bytes, key, now);
+    let no_key = key.is_none();
+    let mut new_event = crate::store::NewEvent::from_envelope(&envelope, "api", bytes, key, now);
+    if no_key {
+        // Without an idempotency key every publish is a new event, even two identical ones in
+        // the same millisecond: the semantic key is made unique.
+        new_event.semantic_key = format!("api-unique:{}", new_event.id);
+    }
     let (status, outcome, id, seq) = match state.appender.append(new_event).await? {
         crate::store::AppendOutcome::Appended { id, seq } => {
             state.log_advanced.send_modify(|n| *n = n.wrapping_add(1));

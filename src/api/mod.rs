@@ -6,6 +6,7 @@ pub mod entities;
 pub mod events;
 pub mod health;
 pub mod subscriptions;
+pub mod sync;
 
 use axum::Router;
 use axum::middleware;
@@ -61,6 +62,8 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/api/v1/webinars/{id}/registrants",
             get(entities::registrants),
         )
+        .route("/api/v1/sync", get(sync::status))
+        .route("/api/v1/sync/quarantine", get(sync::quarantine))
         .route_layer(middleware::from_fn_with_state(state, auth::require_admin));
     Router::new()
         .merge(admin)

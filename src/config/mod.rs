@@ -90,6 +90,9 @@ pub struct Config {
     pub dedupe_window: Duration,
     /// How long a SQLite write waits for a lock before the request gets 503.
     pub sqlite_busy_timeout: Duration,
+    /// Size of the SQLite WAL file above which it is checkpointed and truncated even if readers
+    /// have to be waited for (bounds the disk the WAL takes under sustained load).
+    pub sqlite_wal_limit: u64,
     /// Named inbound sources; always contains [`DEFAULT_SOURCE`].
     pub sources: BTreeMap<String, SourceConfig>,
     /// Zoom API credentials (for the WebSocket source).
@@ -221,6 +224,12 @@ impl Config {
             shutdown_timeout: r.duration("shutdown_timeout", "30s")?,
             dedupe_window: r.duration("dedupe_window", "7d")?,
             sqlite_busy_timeout: r.duration("sqlite_busy_timeout", "2s")?,
+            sqlite_wal_limit: r.parse(
+                "sqlite_wal_limit",
+                "67108864",
+                "a size in bytes of at least 1048576, e.g. 67108864",
+                |v| v.parse::<u64>().ok().filter(|n| *n >= 1024 * 1024),
+            )?,
             sources,
             delivery: DeliveryConfig {
                 enabled: r.parse("delivery_enabled", "true", "true or false", |v| {

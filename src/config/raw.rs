@@ -32,6 +32,7 @@ pub const TOP_KEYS: &[&str] = &[
     "shutdown_timeout",
     "dedupe_window",
     "sqlite_busy_timeout",
+    "sqlite_wal_limit",
     "zoom_account_id",
     "zoom_client_id",
     "zoom_client_secret",

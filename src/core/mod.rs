@@ -3,3 +3,4 @@
 pub mod clock;
 pub mod ids;
 pub mod pattern;
+pub mod storable;

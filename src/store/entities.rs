@@ -4,7 +4,24 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use super::query::Param;
+use crate::core::storable;
 use crate::sync::project::EntityRow;
+
+/// `row` in the form both backends store and index (see [`storable`]): indexed and filtered
+/// columns as storable keys, the label without NUL. The document and the state are JSON text,
+/// whose serialisation escapes control characters, so they need nothing. Both backends call
+/// this on every row they write, so one hostile value can never fail a sync batch.
+pub fn storable_row(row: EntityRow) -> EntityRow {
+    EntityRow {
+        key: storable::key_owned(row.key),
+        parent: row.parent.map(storable::key_owned),
+        status: row.status.map(storable::key_owned),
+        host_id: row.host_id.map(storable::key_owned),
+        email: row.email.map(storable::key_owned),
+        label: row.label.map(|l| storable::text(&l).into_owned()),
+        ..row
+    }
+}
 
 /// Where a log reader stands: the last `seq` it applied, and how many events it has applied in
 /// all (which lets tests prove that no event was applied twice or skipped).
@@ -12,6 +29,18 @@ use crate::sync::project::EntityRow;
 pub struct ReaderPosition {
     pub seq: i64,
     pub applied: i64,
+}
+
+/// A log entry a reader skipped because it could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub event: String,
+    /// Why it could not be applied (the store's message; never the values).
+    pub error: String,
+    /// Epoch ms.
+    pub quarantined_at: i64,
 }
 
 /// A filter over one kind of entity, ordered by key, with a key cursor.
@@ -48,7 +77,8 @@ impl EntityQuery {
         );
         let mut text = |column: &str, op: &str, value: &Option<String>| {
             if let Some(v) = value {
-                params.push(Param::Text(v.clone()));
+                // Compared with stored values, which are in their storable form.
+                params.push(Param::Text(storable::key(v).into_owned()));
                 sql.push_str(&format!(" AND {column} {op} {}", placeholder(params.len())));
             }
         };
@@ -91,6 +121,24 @@ pub trait EntityStore: Send + Sync + 'static {
         to: ReaderPosition,
         rows: Vec<EntityRow>,
     ) -> Result<bool, StoreError>;
+
+    /// In one transaction: records `entry` (the log entry right after `from`) as quarantined for
+    /// reader `name` and moves the reader past it, counting it as consumed. Returns `false` and
+    /// writes nothing if the reader is no longer at `from`.
+    async fn quarantine_reader_entry(
+        &self,
+        name: &str,
+        from: ReaderPosition,
+        entry: QuarantinedEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Entries quarantined by reader `name` with `seq` above `after_seq`, oldest first.
+    async fn list_quarantined(
+        &self,
+        name: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<QuarantinedEvent>, StoreError>;
 
     /// Deletes every synchronised entity and resets reader `name`, in one transaction.
     async fn reset_entities(&self, name: &str) -> Result<(), StoreError>;

@@ -6,13 +6,15 @@
 //! event); when idle, a lone event is committed at once with no added delay. Acknowledging before
 //! the commit would be faster and would lose events on a crash, which zoomhook never does.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{AppendOutcome, EventStore, NewEvent, StoreError};
+use crate::core::clock::now_millis;
 use crate::metrics as m;
 
 /// Largest batch one transaction takes; bounds transaction size and the latency of its members.
@@ -25,6 +27,55 @@ type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 #[derive(Clone)]
 pub struct EventAppender {
     queue: mpsc::Sender<(NewEvent, Reply)>,
+    health: Arc<CommitHealth>,
+}
+
+/// What the last commits did, for `/readyz`: a store that cannot commit must not look ready,
+/// even though it still answers a ping (a full disk takes reads but no writes).
+#[derive(Debug, Default)]
+pub struct CommitHealth {
+    /// When the current run of failed commits began (epoch ms); 0 while commits succeed.
+    failing_since: AtomicI64,
+    /// Why the last commit failed (cleared by the next success).
+    last_error: Mutex<Option<String>>,
+}
+
+impl CommitHealth {
+    fn succeeded(&self) {
+        self.failing_since.store(0, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn failed(&self, error: &StoreError) {
+        let _ = self.failing_since.compare_exchange(
+            0,
+            now_millis().max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+
+    /// A probe write succeeded: unless a commit failed again after `since` was read (a new run
+    /// of failures), commits are taken to work again.
+    pub fn recovered(&self, since: i64) {
+        if self
+            .failing_since
+            .compare_exchange(since, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// `Some((since_ms, error))` while commits fail.
+    pub fn failing(&self) -> Option<(i64, String)> {
+        let since = self.failing_since.load(Ordering::Relaxed);
+        (since != 0).then(|| {
+            let error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            (since, error.clone().unwrap_or_default())
+        })
+    }
 }
 
 impl EventAppender {
@@ -36,8 +87,14 @@ impl EventAppender {
         // The queue is bounded so a stalled store exerts back-pressure on requests instead of
         // growing memory without limit.
         let (queue, rx) = mpsc::channel(MAX_BATCH * 8);
-        let task = tokio::spawn(run_committer(store, dedupe_window_ms, rx));
-        (EventAppender { queue }, task)
+        let health = Arc::new(CommitHealth::default());
+        let task = tokio::spawn(run_committer(
+            store,
+            dedupe_window_ms,
+            rx,
+            Arc::clone(&health),
+        ));
+        (EventAppender { queue, health }, task)
     }
 
     /// Appends one event and returns once it is durably committed (or known to be a duplicate).
@@ -51,15 +108,27 @@ impl EventAppender {
             .await
             .map_err(|_| StoreError::Unavailable("the committer stopped before answering".into()))?
     }
+
+    /// Whether the committer task is still running (it only ends when every handle is dropped,
+    /// or if it died).
+    pub fn is_alive(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
+    /// What the last commits did.
+    pub fn health(&self) -> &CommitHealth {
+        &self.health
+    }
 }
 
 async fn run_committer(
     store: Arc<dyn EventStore>,
     dedupe_window_ms: i64,
     mut rx: mpsc::Receiver<(NewEvent, Reply)>,
+    health: Arc<CommitHealth>,
 ) {
     let mut events = Vec::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Some((event, reply)) = rx.recv().await {
         events.push(event);
         replies.push(reply);
@@ -72,26 +141,63 @@ async fn run_committer(
                 Err(_) => break,
             }
         }
-        let size = events.len();
-        let started = Instant::now();
-        let result = store
-            .append_batch(std::mem::take(&mut events), dedupe_window_ms)
-            .await;
-        m::record_commit(size, started.elapsed(), result.is_ok());
-        match result {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                    // A requester that gave up (client disconnected) no longer listens; the event
-                    // is committed regardless, and Zoom's retry will be answered as a duplicate.
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, batch = size, "commit failed; answering 503 so Zoom retries");
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(StoreError::Unavailable(error.to_string())));
-                }
-            }
+        let outcomes = commit_isolating(
+            store.as_ref(),
+            std::mem::take(&mut events),
+            dedupe_window_ms,
+            &health,
+        )
+        .await;
+        for (reply, outcome) in replies.drain(..).zip(outcomes) {
+            // A requester that gave up (client disconnected) no longer listens; the event is
+            // committed regardless, and Zoom's retry will be answered as a duplicate.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Commits `events` in one transaction; if the store refuses a value of the batch
+/// (`StoreError::Rejected`), splits it in halves and commits each, so only the event that cannot
+/// be stored is refused and every other one commits. Halves are committed in order, so `seq`
+/// still follows arrival order. A store that is down fails the whole batch (503, Zoom retries).
+async fn commit_isolating(
+    store: &dyn EventStore,
+    events: Vec<NewEvent>,
+    dedupe_window_ms: i64,
+    health: &CommitHealth,
+) -> Vec<Result<AppendOutcome, StoreError>> {
+    let size = events.len();
+    // Kept only while a split may be needed; a batch of one has nothing to isolate.
+    let retained = (size > 1).then(|| events.clone());
+    let started = Instant::now();
+    let result = store.append_batch(events, dedupe_window_ms).await;
+    m::record_commit(size, started.elapsed(), result.is_ok());
+    match (result, retained) {
+        (Ok(outcomes), _) => {
+            health.succeeded();
+            outcomes.into_iter().map(Ok).collect()
+        }
+        (Err(StoreError::Rejected(reason)), Some(mut first)) => {
+            tracing::warn!(%reason, batch = size, "a value of the batch cannot be stored; splitting the batch to isolate it");
+            let second = first.split_off(size / 2);
+            let mut outcomes =
+                Box::pin(commit_isolating(store, first, dedupe_window_ms, health)).await;
+            outcomes
+                .extend(Box::pin(commit_isolating(store, second, dedupe_window_ms, health)).await);
+            outcomes
+        }
+        (Err(StoreError::Rejected(reason)), None) => {
+            // The store works; this one event cannot be held. Refused (4xx), never retried.
+            tracing::warn!(%reason, "refusing an event the store cannot hold");
+            vec![Err(StoreError::Rejected(reason))]
+        }
+        (Err(error), _) => {
+            health.failed(&error);
+            tracing::error!(%error, batch = size, "commit failed; answering 503 so Zoom retries");
+            let text = error.to_string();
+            (0..size)
+                .map(|_| Err(StoreError::Unavailable(text.clone())))
+                .collect()
         }
     }
 }

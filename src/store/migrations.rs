@@ -37,6 +37,11 @@ pub const SQLITE: &[Migration] = &[
         name: "in_flight_index",
         sql: include_str!("../../migrations/sqlite/0005_in_flight_index.sql"),
     },
+    Migration {
+        version: 6,
+        name: "quarantine_probe",
+        sql: include_str!("../../migrations/sqlite/0006_quarantine_probe.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -65,6 +70,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 5,
         name: "in_flight_index",
         sql: include_str!("../../migrations/postgres/0005_in_flight_index.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "quarantine_probe",
+        sql: include_str!("../../migrations/postgres/0006_quarantine_probe.sql"),
     },
 ];
 

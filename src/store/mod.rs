@@ -19,8 +19,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::core::storable;
+
 pub use deliveries::DeliveryStore;
-pub use entities::{EntityQuery, EntityStore, ReaderPosition};
+pub use entities::{EntityQuery, EntityStore, QuarantinedEvent, ReaderPosition};
 pub use query::EventQuery;
 
 /// A verified event about to be appended to the log.
@@ -75,18 +77,64 @@ impl NewEvent {
         }
     }
 
-    /// Every dedupe key of this event: the request-id key (when present) and the semantic key.
-    /// A later delivery sharing **any** of them is the same event.
+    /// An operational event of zoomhook itself (`zoomhook.…`, source `zoomhook`), written to the
+    /// log like Zoom's so it is visible, queryable and can be subscribed to.
+    pub fn operational(event: &str, object: serde_json::Value, now: i64) -> NewEvent {
+        let body =
+            serde_json::json!({"event": event, "event_ts": now, "payload": {"object": object}});
+        let bytes = Bytes::from(body.to_string());
+        let payload = body.get("payload");
+        NewEvent {
+            id: crate::core::ids::new_id("evt"),
+            source: "zoomhook".into(),
+            event: event.to_owned(),
+            event_ts: Some(now),
+            account_id: None,
+            object_id: object_field(payload, "id"),
+            object_uuid: object_field(payload, "uuid"),
+            received_at: now,
+            request_id: None,
+            semantic_key: crate::zoom::envelope::semantic_key(event, Some(now), payload),
+            body: bytes,
+        }
+    }
+
+    /// Every dedupe key of this event: the request-id key (when present) and the semantic key,
+    /// in their storable form. A later delivery sharing **any** of them is the same event.
     pub fn dedupe_keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(2);
         if let Some(rid) = &self.request_id {
             // Not prefixed by time like the semantic key: a request id alone identifies the
             // event, whatever the body says.
-            keys.push(format!("rid:{rid}"));
+            keys.push(storable::key_owned(format!("rid:{rid}")));
         }
-        keys.push(self.semantic_key.clone());
+        keys.push(storable::key(&self.semantic_key).into_owned());
         keys
     }
+
+    /// This event with every extracted value in the form both backends store and index (see
+    /// [`storable`]): whatever the JSON held, the row can be written, so one hostile event can
+    /// never fail the batch it shares with others. Both backends call this on every append.
+    pub fn into_storable(self) -> NewEvent {
+        NewEvent {
+            id: storable::key_owned(self.id),
+            source: storable::key_owned(self.source),
+            event: storable::key_owned(self.event),
+            account_id: self.account_id.map(storable::key_owned),
+            object_id: self.object_id.map(storable::key_owned),
+            object_uuid: self.object_uuid.map(storable::key_owned),
+            request_id: self.request_id.map(storable::key_owned),
+            semantic_key: storable::key_owned(self.semantic_key),
+            ..self
+        }
+    }
+}
+
+fn object_field(payload: Option<&serde_json::Value>, name: &str) -> Option<String> {
+    payload
+        .and_then(|p| p.get("object"))
+        .and_then(|o| o.get(name))
+        .and_then(crate::zoom::envelope::normalised_id)
 }
 
 /// What happened to one appended event.
@@ -125,11 +173,14 @@ pub struct AdminTokenRecord {
     pub created_at: i64,
 }
 
-/// Errors of the storage layer. `Unavailable` is what the receiver turns into 503.
+/// Errors of the storage layer. `Unavailable` is what the receiver turns into 503; `Rejected`
+/// is tied to the values of one request (a retry would fail the same way) and becomes a 4xx.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    #[error("the store cannot hold this value: {0}")]
+    Rejected(String),
     #[error("invalid database URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("migration {version} failed: {reason}")]
@@ -138,13 +189,49 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(format!("sqlite: {e}"))
+        use rusqlite::ErrorCode as C;
+        let about_the_values = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => matches!(
+                f.code,
+                C::TooBig | C::ConstraintViolation | C::TypeMismatch | C::ParameterOutOfRange
+            ),
+            rusqlite::Error::ToSqlConversionFailure(_) => true,
+            _ => false,
+        };
+        if about_the_values {
+            StoreError::Rejected(format!("sqlite: {e}"))
+        } else {
+            StoreError::Unavailable(format!("sqlite: {e}"))
+        }
     }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
+    /// Names the SQLSTATE and the server's message — never the `detail`, which can quote the
+    /// values (`Key (id)=(…)`). Data exceptions (class 22: a NUL in `text`, an invalid value),
+    /// integrity violations (23) and program limits (54: an index row too large) are about the
+    /// values of the statement, so a retry would fail the same way: `Rejected`. Everything else
+    /// (connections, serialisation failures, a read-only or full server) is `Unavailable`.
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Unavailable(format!("postgres: {e}"))
+        let Some(db) = e.as_db_error() else {
+            let text = e.to_string();
+            return if text.starts_with("error serializing parameter") {
+                StoreError::Rejected(format!("postgres: {text}"))
+            } else {
+                StoreError::Unavailable(format!("postgres: {text}"))
+            };
+        };
+        let code = db.code().code();
+        let message: String = db.message().chars().take(300).collect();
+        let text = format!("postgres: SQLSTATE {code}: {message}");
+        if ["22", "23", "54"]
+            .iter()
+            .any(|class| code.starts_with(class))
+        {
+            StoreError::Rejected(text)
+        } else {
+            StoreError::Unavailable(text)
+        }
     }
 }
 
@@ -179,8 +266,13 @@ pub trait EventStore: EntityStore + DeliveryStore + Send + Sync + 'static {
     /// Cheap round trip proving the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Drops dedupe keys whose window has passed; returns how many.
-    async fn purge_expired_dedupe_keys(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Commits one tiny durable write, the way an append does (same connection, same fsync):
+    /// whether the store can commit right now. `/readyz` asks while commits are failing.
+    async fn probe_write(&self) -> Result<(), StoreError>;
+
+    /// Drops at most `limit` dedupe keys whose window has passed; returns how many. Callers
+    /// repeat until it returns less than `limit`, so no single statement holds the writer long.
+    async fn purge_expired_dedupe_keys(&self, now_ms: i64, limit: i64) -> Result<u64, StoreError>;
 
     /// Stores a new admin token (hash only).
     async fn insert_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError>;
@@ -216,6 +308,8 @@ pub struct StoreOptions {
     pub busy_timeout_ms: u64,
     /// Maximum connections for readers (admin API) on top of the single writer.
     pub max_read_connections: usize,
+    /// SQLite only: WAL size above which the checkpointer waits for readers to truncate it.
+    pub wal_limit_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -223,6 +317,7 @@ impl Default for StoreOptions {
         StoreOptions {
             busy_timeout_ms: 2_000,
             max_read_connections: 4,
+            wal_limit_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! placeholder syntax differs: `?N` for SQLite, `$N` for PostgreSQL).
 
 use crate::core::pattern::EventPattern;
+use crate::core::storable;
 
 /// Largest page the store returns, whatever the caller asks.
 pub const MAX_PAGE: i64 = 1000;
@@ -79,14 +80,19 @@ impl EventQuery {
             ));
         }
         if let Some(entity) = &self.entity {
+            // Stored ids are in their storable form; so is what they are compared with.
+            let entity = storable::key(entity).into_owned();
             let a = bind(Param::Text(entity.clone()), &mut params);
-            let b = bind(Param::Text(entity.clone()), &mut params);
+            let b = bind(Param::Text(entity), &mut params);
             clauses.push(format!("(object_id = {a} OR object_uuid = {b})"));
         }
         if let Some(source) = &self.source {
             clauses.push(format!(
                 "source = {}",
-                bind(Param::Text(source.clone()), &mut params)
+                bind(
+                    Param::Text(storable::key_owned(source.clone())),
+                    &mut params
+                )
             ));
         }
         if let Some(after) = self.after_seq {

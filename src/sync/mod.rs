@@ -21,7 +21,9 @@ use tokio::sync::watch;
 use self::doc::EntityDoc;
 use self::project::EntityRow;
 use self::rules::{Kind, LogEntry};
-use crate::store::{EventStore, ReaderPosition, StoreError};
+use crate::core::clock::now_millis;
+use crate::store::group_commit::EventAppender;
+use crate::store::{EventStore, NewEvent, QuarantinedEvent, ReaderPosition, StoreError};
 
 /// The name of the sync reader's cursor.
 pub const READER: &str = "sync";
@@ -127,8 +129,10 @@ impl EntitySet {
         let Some(kind) = Kind::parse(&row.kind) else {
             return Ok(());
         };
+        // Tied to this entity's stored data, not to the store being down: `Rejected`, so the
+        // reader isolates and, if it persists, quarantines the entry instead of stalling.
         let doc = serde_json::from_str::<EntityDoc>(&row.doc).map_err(|e| {
-            StoreError::Unavailable(format!(
+            StoreError::Rejected(format!(
                 "the stored document of {} {} is unreadable: {e}",
                 row.kind, row.key
             ))
@@ -185,55 +189,174 @@ impl EntitySet {
     }
 }
 
+/// How many times one entry is tried on its own before it is quarantined.
+const QUARANTINE_AFTER: u32 = 3;
+
+/// What the reader is doing about a batch the store refused.
+#[derive(Debug, Default)]
+struct Isolation {
+    /// While `Some(seq)`, entries up to `seq` are applied one at a time, to find the one the
+    /// store refuses and let every other one through.
+    until: Option<i64>,
+    /// Consecutive refusals of the entry at the cursor.
+    failures: u32,
+}
+
+impl Isolation {
+    fn batch_size(&self) -> i64 {
+        if self.until.is_some() { 1 } else { BATCH }
+    }
+}
+
 /// Runs the sync reader until `shutdown` turns true: applies batches while there are events,
 /// then waits for `wake` (an append in this process) or polls (appends by other instances).
+///
+/// A batch the store refuses because of a value in it (`StoreError::Rejected`) is retried one
+/// entry at a time; an entry refused [`QUARANTINE_AFTER`] times on its own is quarantined —
+/// recorded with its error, skipped, and announced as a `zoomhook.sync.quarantined` event — so
+/// one bad event never stalls sync for everything after it. A store that is down is retried
+/// with backoff, never quarantined.
 pub async fn run(
     store: Arc<dyn EventStore>,
+    appender: Option<EventAppender>,
     mut wake: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut isolation = Isolation::default();
     while !*shutdown.borrow() {
         let started = Instant::now();
-        match apply_batch(store.as_ref(), BATCH).await {
+        let result = apply_batch(store.as_ref(), isolation.batch_size()).await;
+        report_lag(store.as_ref()).await;
+        let pause = match result {
             Ok(outcome) => {
                 backoff = Duration::from_millis(100);
+                isolation.failures = 0;
+                if isolation
+                    .until
+                    .is_some_and(|until| outcome.position.seq >= until)
+                {
+                    isolation.until = None;
+                }
                 if outcome.events > 0 {
                     metrics::histogram!("zoomhook_sync_batch_seconds")
                         .record(started.elapsed().as_secs_f64());
                 }
-                if let Ok(head) = store.head_seq().await {
-                    metrics::gauge!("zoomhook_sync_lag_events")
-                        .set((head - outcome.position.seq).max(0) as f64);
-                }
-                if outcome.events as i64 >= BATCH {
-                    continue;
-                }
-                if outcome.events > 0 {
+                match outcome.events as i64 {
+                    0 => Pause::Idle,
+                    n if n >= isolation.batch_size() => continue,
                     // Caught up with a partial batch: let the next one fill for a moment, so a
                     // steady stream is applied in few large transactions instead of many small
                     // ones competing with ingest for the writer.
-                    tokio::select! {
-                        _ = tokio::time::sleep(LINGER) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    continue;
+                    _ => Pause::Linger,
                 }
-                tokio::select! {
-                    _ = wake.changed() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = shutdown.changed() => {}
+            }
+            Err(StoreError::Rejected(reason)) => {
+                match refused(store.as_ref(), appender.as_ref(), &mut isolation, reason).await {
+                    true => continue,
+                    false => Pause::Backoff,
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "sync batch failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                Pause::Backoff
             }
+        };
+        let sleep = match pause {
+            Pause::Linger => LINGER,
+            Pause::Idle => IDLE_POLL,
+            Pause::Backoff => {
+                let this = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                this
+            }
+        };
+        tokio::select! {
+            _ = wake.changed(), if matches!(pause, Pause::Idle) => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// What the reader waits for before its next batch.
+enum Pause {
+    /// A partial batch was applied: let the next one fill.
+    Linger,
+    /// At the head: wait for a wake-up or poll.
+    Idle,
+    /// The last batch failed.
+    Backoff,
+}
+
+/// Handles a batch the store refused; returns whether to go on at once.
+async fn refused(
+    store: &dyn EventStore,
+    appender: Option<&EventAppender>,
+    isolation: &mut Isolation,
+    reason: String,
+) -> bool {
+    if isolation.until.is_none() {
+        tracing::warn!(%reason, "the store refused a sync batch; applying its entries one at a time");
+        isolation.until = Some(store.head_seq().await.unwrap_or(i64::MAX));
+        return true;
+    }
+    isolation.failures += 1;
+    if isolation.failures < QUARANTINE_AFTER {
+        return false;
+    }
+    isolation.failures = 0;
+    match quarantine_next(store, appender, &reason).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, "could not quarantine the entry sync cannot apply; retrying");
+            false
+        }
+    }
+}
+
+/// Records the entry after the reader's cursor as quarantined, moves the cursor past it and
+/// writes a `zoomhook.sync.quarantined` event to the log.
+async fn quarantine_next(
+    store: &dyn EventStore,
+    appender: Option<&EventAppender>,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let (from, entries) = crate::store::read_after(store, READER, 1).await?;
+    let Some(entry) = entries.first() else {
+        return Ok(());
+    };
+    let now = now_millis();
+    let record = QuarantinedEvent {
+        seq: entry.seq,
+        event_id: entry.id.clone(),
+        event: entry.event.clone(),
+        error: crate::core::storable::text(reason).into_owned(),
+        quarantined_at: now,
+    };
+    if !store.quarantine_reader_entry(READER, from, record).await? {
+        return Ok(()); // another instance moved the cursor; nothing to do here
+    }
+    metrics::counter!("zoomhook_sync_quarantined_total").increment(1);
+    tracing::error!(seq = entry.seq, id = %entry.id, %reason, "sync quarantined a log entry it cannot apply");
+    if let Some(appender) = appender {
+        let object = serde_json::json!({
+            "id": entry.id, "seq": entry.seq, "event": entry.event, "error": reason,
+        });
+        let event = NewEvent::operational("zoomhook.sync.quarantined", object, now);
+        if let Err(error) = appender.append(event).await {
+            tracing::warn!(%error, "cannot record the operational event");
+        }
+    }
+    Ok(())
+}
+
+/// Sets `zoomhook_sync_lag_events` from the log head and the reader's durable cursor, whatever
+/// the last batch did, so the gauge tells the truth while the reader is stuck too.
+async fn report_lag(store: &dyn EventStore) {
+    if let (Ok(head), Ok(position)) = (store.head_seq().await, store.reader_position(READER).await)
+    {
+        metrics::gauge!("zoomhook_sync_lag_events").set((head - position.seq).max(0) as f64);
     }
 }
 

@@ -180,6 +180,9 @@ pub fn project(kind: Kind, key: &str, parent: Option<&str>, doc: &EntityDoc) -> 
         state.insert("status".into(), json!(status));
     }
     row.doc = serde_json::to_string(doc).unwrap_or_default();
-    row.state = Value::Object(state).to_string();
+    // The state is what users read, also as `jsonb` through the SQL views, which refuse NUL.
+    let mut state = Value::Object(state);
+    crate::core::storable::scrub_json(&mut state);
+    row.state = state.to_string();
     row
 }

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::doc::{EntityDoc, Mark, MarkKind, Version};
 use crate::core::clock::parse_time;
+use crate::core::storable;
 use crate::zoom::envelope::normalised_id;
 
 /// The kinds of synchronised entities (the `kind` column).
@@ -161,6 +162,10 @@ struct Changes {
 
 impl Changes {
     fn push(&mut self, kind: Kind, key: String, parent: Option<String>) -> &mut EntityDoc {
+        // Keys in their storable form from the start, so the working set, the stored rows and
+        // the API's lookups all name an entity the same way whatever its id holds.
+        let key = storable::key_owned(key);
+        let parent = parent.map(storable::key_owned);
         self.list.push(Change {
             entity: EntityRef { kind, key, parent },
             patch: EntityDoc::default(),

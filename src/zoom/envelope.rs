@@ -114,9 +114,12 @@ pub fn time_prefix(event_ts: Option<i64>) -> String {
 /// the whole body: Zoom re-sends `recording.completed` with a fresh `download_token` and fresh
 /// tokens inside the download URLs, and those copies must still count as one event.
 ///
-/// When an event carries no `event_ts` and its object no id, there is nothing that identifies it
-/// but its content, so the canonical (key-sorted) `payload` is used; the top-level
-/// `download_token` is outside `payload` and never part of it.
+/// Without `event_ts`, nothing tells two events about the same object apart but their content
+/// (two `meeting.updated` of one meeting, say), so the canonical (key-sorted) `payload` is part of
+/// the key, without the fields Zoom regenerates on a re-send: every `*_token` and `*_url` (the
+/// top-level `download_token` is outside `payload` anyway). So such events are merged only when
+/// their identifying content is the same; Zoom's own retries are still caught by their
+/// `x-zm-request-id`.
 pub fn semantic_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>) -> String {
     let object = payload.and_then(|p| p.get("object"));
     let field = |v: Option<&Value>, name: &str| v.and_then(|v| v.get(name)).and_then(normalised_id);
@@ -142,16 +145,31 @@ pub fn semantic_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>)
         hasher.update(part.as_deref().unwrap_or("\u{0}").as_bytes());
         hasher.update(b"\x1f");
     }
-    let identified = event_ts.is_some() || parts[3].is_some() || parts[4].is_some();
-    if !identified && let Some(payload) = payload {
+    if event_ts.is_none()
+        && let Some(payload) = payload
+    {
         // serde_json's default map is ordered by key, so this serialisation is canonical.
-        hasher.update(payload.to_string().as_bytes());
+        hasher.update(without_regenerated_fields(payload).to_string().as_bytes());
     }
     format!(
         "sem:{}:{}",
         time_prefix(event_ts),
         hex::encode(hasher.finalize())
     )
+}
+
+/// `value` without the fields Zoom regenerates when it re-sends an event (`*_token`, `*_url`).
+fn without_regenerated_fields(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !(k.ends_with("_token") || k.ends_with("_url")))
+                .map(|(k, v)| (k.clone(), without_regenerated_fields(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_regenerated_fields).collect()),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -161,10 +179,10 @@ mod tests {
     #[test]
     fn numeric_and_string_ids_normalise_to_the_same_string() {
         let a = Envelope::parse(
-            br#"{"event":"meeting.created","payload":{"object":{"id":86431910364}}}"#,
+            br#"{"event":"meeting.created","event_ts":1,"payload":{"object":{"id":86431910364}}}"#,
         );
         let b = Envelope::parse(
-            br#"{"payload":{"object":{"id":"86431910364"}},"event":"meeting.created"}"#,
+            br#"{"payload":{"object":{"id":"86431910364"}},"event_ts":1,"event":"meeting.created"}"#,
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.object_id.as_deref(), Some("86431910364"));
@@ -194,6 +212,25 @@ mod tests {
         assert_ne!(
             key(base),
             key(&base.replace("\"user_id\":\"1\"", "\"user_id\":\"2\""))
+        );
+    }
+
+    #[test]
+    fn without_event_ts_only_the_same_content_is_the_same_event() {
+        let key = |body: &str| Envelope::parse(body.as_bytes()).unwrap().semantic_key;
+        let a = r#"{"event":"meeting.updated","payload":{"object":{"id":1,"topic":"A"}}}"#;
+        let b = r#"{"event":"meeting.updated","payload":{"object":{"id":1,"topic":"B"}}}"#;
+        assert_ne!(
+            key(a),
+            key(b),
+            "two different updates of one meeting are two events"
+        );
+        let resend = r#"{"event":"recording.completed","download_token":"x","payload":{"object":{"id":1,"recording_files":[{"id":"f","download_url":"https://z/a?t=1"}]}}}"#;
+        let again = r#"{"event":"recording.completed","download_token":"y","payload":{"object":{"id":1,"recording_files":[{"id":"f","download_url":"https://z/a?t=2"}]}}}"#;
+        assert_eq!(
+            key(resend),
+            key(again),
+            "a re-send with fresh tokens is the same event"
         );
     }
 

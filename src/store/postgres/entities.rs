@@ -4,8 +4,11 @@ use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 
 use super::PgStore;
-use crate::store::StoreError;
-use crate::store::entities::{ENTITY_COLUMNS, EntityQuery, EntityStore, ReaderPosition};
+use crate::core::storable;
+use crate::store::entities::{
+    ENTITY_COLUMNS, EntityQuery, EntityStore, ReaderPosition, storable_row,
+};
+use crate::store::{QuarantinedEvent, StoreError};
 use crate::sync::project::EntityRow;
 
 fn get_entity_sql() -> String {
@@ -115,7 +118,10 @@ impl EntityStore for PgStore {
         &self,
         keys: Vec<(String, String)>,
     ) -> Result<Vec<EntityRow>, StoreError> {
-        let (kinds, keys): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        let (kinds, keys): (Vec<String>, Vec<String>) = keys
+            .into_iter()
+            .map(|(kind, key)| (kind, storable::key_owned(key)))
+            .unzip();
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -144,7 +150,7 @@ impl EntityStore for PgStore {
         }
         let mut c = EntityColumns::default();
         for r in rows {
-            c.push(r);
+            c.push(storable_row(r));
         }
         let params: [&(dyn ToSql + Sync); 12] = [
             &c.kind,
@@ -170,11 +176,72 @@ impl EntityStore for PgStore {
         Ok(true)
     }
 
+    async fn quarantine_reader_entry(
+        &self,
+        name: &str,
+        from: ReaderPosition,
+        entry: QuarantinedEvent,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if lock_reader(&tx, name).await? != from {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO sync_quarantine (reader, seq, event_id, event, error, quarantined_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reader, seq) DO NOTHING",
+            &[
+                &name,
+                &entry.seq,
+                &entry.event_id,
+                &entry.event,
+                &entry.error,
+                &entry.quarantined_at,
+            ],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE sync_cursors SET seq = $2, applied = $3 WHERE name = $1",
+            &[&name, &entry.seq, &(from.applied + 1)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_quarantined(
+        &self,
+        name: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<QuarantinedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT seq, event_id, event, error, quarantined_at FROM sync_quarantine
+                 WHERE reader = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&name, &after_seq, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| QuarantinedEvent {
+                seq: r.get(0),
+                event_id: r.get(1),
+                event: r.get(2),
+                error: r.get(3),
+                quarantined_at: r.get(4),
+            })
+            .collect())
+    }
+
     async fn reset_entities(&self, name: &str) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.execute("DELETE FROM sync_entities", &[]).await?;
         tx.execute("DELETE FROM sync_cursors WHERE name = $1", &[&name])
+            .await?;
+        tx.execute("DELETE FROM sync_quarantine WHERE reader = $1", &[&name])
             .await?;
         tx.commit().await?;
         Ok(())
@@ -188,6 +255,7 @@ impl EntityStore for PgStore {
 
     async fn get_entity(&self, kind: &str, key: &str) -> Result<Option<EntityRow>, StoreError> {
         let client = self.pool.get().await?;
+        let key = storable::key(key);
         let row = client.query_opt(&get_entity_sql(), &[&kind, &key]).await?;
         Ok(row.as_ref().map(row_to_entity))
     }
@@ -211,6 +279,7 @@ impl EntityStore for PgStore {
             .await?;
         let stmt = tx.prepare_cached(&sql).await?;
         let rows = tx.query(&stmt, &refs).await?;
+        let key = storable::key(key);
         let other = tx.query_opt(&get_entity_sql(), &[&kind, &key]).await?;
         tx.commit().await?;
         Ok((

@@ -34,6 +34,10 @@ pub struct PgStore {
     /// Connections are checked for health on reuse, so a lost server is noticed and replaced by
     /// a fresh connection as soon as it is back ("recovers by itself").
     pool: Pool,
+    /// The event-log committer's own connections, never shared with the admin API, sync or
+    /// delivery: however busy those are, an append never waits for a connection (which would
+    /// turn into a 503 for Zoom). Two: the committer, and `/readyz`'s probe.
+    committer: Pool,
 }
 
 impl PgStore {
@@ -45,26 +49,9 @@ impl PgStore {
         })?;
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("zoomhook");
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Verified,
-            },
-        );
-        let pool = Pool::builder(manager)
-            // One connection for the group committer plus the readers.
-            .max_size(options.max_read_connections.max(1) + 1)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| StoreError::BadUrl {
-                url: redact_url(url),
-                reason: e.to_string(),
-            })?;
-        let store = PgStore { pool };
+        let pool = build_pool(url, config.clone(), options.max_read_connections.max(1))?;
+        let committer = build_pool(url, config, 2)?;
+        let store = PgStore { pool, committer };
         store.migrate().await?;
         Ok(store)
     }
@@ -112,6 +99,27 @@ impl PgStore {
         }
         Ok(())
     }
+}
+
+fn build_pool(url: &str, config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::BadUrl {
+            url: redact_url(url),
+            reason: e.to_string(),
+        })
 }
 
 /// The parameters of a generated query (see `query.rs`), owned for binding.
@@ -224,8 +232,9 @@ impl EventStore for PgStore {
         batch: Vec<NewEvent>,
         dedupe_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let batch: Vec<NewEvent> = batch.into_iter().map(NewEvent::into_storable).collect();
         let now = now_millis();
-        let mut client = self.pool.get().await?;
+        let mut client = self.committer.get().await?;
         let tx = client.transaction().await?;
         let head: i64 = tx
             .query_one("SELECT seq FROM log_head FOR UPDATE", &[])
@@ -282,7 +291,9 @@ impl EventStore for PgStore {
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         let client = self.pool.get().await?;
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-        let row = client.query_opt(&sql, &[&id]).await?;
+        let row = client
+            .query_opt(&sql, &[&crate::core::storable::key(id)])
+            .await?;
         Ok(row.as_ref().map(row_to_event))
     }
 
@@ -300,10 +311,25 @@ impl EventStore for PgStore {
         Ok(())
     }
 
-    async fn purge_expired_dedupe_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let client = self.committer.get().await?;
+        client
+            .execute(
+                "INSERT INTO store_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                &[&now_millis()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_expired_dedupe_keys(&self, now_ms: i64, limit: i64) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         Ok(client
-            .execute("DELETE FROM dedupe_keys WHERE expires_at <= $1", &[&now_ms])
+            .execute(
+                "DELETE FROM dedupe_keys WHERE key IN
+                   (SELECT key FROM dedupe_keys WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+                &[&now_ms, &limit],
+            )
             .await?)
     }
 

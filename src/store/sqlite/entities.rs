@@ -4,8 +4,11 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::SqliteStore;
-use crate::store::StoreError;
-use crate::store::entities::{ENTITY_COLUMNS, EntityQuery, EntityStore, ReaderPosition};
+use crate::core::storable;
+use crate::store::entities::{
+    ENTITY_COLUMNS, EntityQuery, EntityStore, ReaderPosition, storable_row,
+};
+use crate::store::{QuarantinedEvent, StoreError};
 use crate::sync::project::EntityRow;
 
 fn entity(
@@ -77,7 +80,7 @@ impl EntityStore for SqliteStore {
             let mut rows = Vec::with_capacity(keys.len());
             for (kind, key) in &keys {
                 if let Some(row) = stmt
-                    .query_row(params![kind, key], row_to_entity)
+                    .query_row(params![kind, storable::key(key)], row_to_entity)
                     .optional()?
                 {
                     rows.push(row);
@@ -96,6 +99,7 @@ impl EntityStore for SqliteStore {
         rows: Vec<EntityRow>,
     ) -> Result<bool, StoreError> {
         let name = name.to_owned();
+        let rows: Vec<EntityRow> = rows.into_iter().map(storable_row).collect();
         self.with_relaxed_writer(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if position(&tx, &name)? != from {
@@ -128,12 +132,74 @@ impl EntityStore for SqliteStore {
         .await
     }
 
+    async fn quarantine_reader_entry(
+        &self,
+        name: &str,
+        from: ReaderPosition,
+        entry: QuarantinedEvent,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with_relaxed_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if position(&tx, &name)? != from {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO sync_quarantine (reader, seq, event_id, event, error, quarantined_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (reader, seq) DO NOTHING",
+                params![
+                    name,
+                    entry.seq,
+                    entry.event_id,
+                    entry.event,
+                    entry.error,
+                    entry.quarantined_at
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO sync_cursors (name, seq, applied) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, applied = excluded.applied",
+                params![name, entry.seq, from.applied + 1],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_quarantined(
+        &self,
+        name: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<QuarantinedEvent>, StoreError> {
+        let name = name.to_owned();
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, event_id, event, error, quarantined_at FROM sync_quarantine
+                 WHERE reader = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![name, after_seq, limit], |r| {
+                Ok(QuarantinedEvent {
+                    seq: r.get(0)?,
+                    event_id: r.get(1)?,
+                    event: r.get(2)?,
+                    error: r.get(3)?,
+                    quarantined_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn reset_entities(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_owned();
         self.with_writer(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM sync_entities", [])?;
             tx.execute("DELETE FROM sync_cursors WHERE name = ?1", [&name])?;
+            tx.execute("DELETE FROM sync_quarantine WHERE reader = ?1", [&name])?;
             tx.commit()?;
             Ok(())
         })
@@ -151,7 +217,7 @@ impl EntityStore for SqliteStore {
     }
 
     async fn get_entity(&self, kind: &str, key: &str) -> Result<Option<EntityRow>, StoreError> {
-        let (kind, key) = (kind.to_owned(), key.to_owned());
+        let (kind, key) = (kind.to_owned(), storable::key(key).into_owned());
         self.with_reader(move |conn| entity(conn, &kind, &key))
             .await
     }
@@ -163,7 +229,7 @@ impl EntityStore for SqliteStore {
         key: &str,
     ) -> Result<(Vec<EntityRow>, Option<EntityRow>), StoreError> {
         let (sql, params) = query.to_sql(|i| format!("?{i}"));
-        let (kind, key) = (kind.to_owned(), key.to_owned());
+        let (kind, key) = (kind.to_owned(), storable::key(key).into_owned());
         self.with_reader(move |conn| {
             // One read transaction: both statements see the same snapshot of the WAL. Dropped
             // (rolled back) on every path, so the connection returns to the pool clean.

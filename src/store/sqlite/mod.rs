@@ -87,7 +87,12 @@ impl SqliteStore {
             .await
             .map_err(join_error)??;
         let writer = Arc::new(Mutex::new(writer));
-        spawn_checkpointer(&path, busy_timeout, Arc::downgrade(&writer))?;
+        spawn_checkpointer(
+            &path,
+            busy_timeout,
+            options.wal_limit_bytes,
+            Arc::downgrade(&writer),
+        )?;
         Ok(SqliteStore {
             writer,
             readers: Arc::new(ReaderPool {
@@ -151,6 +156,7 @@ fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
             StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
         })?;
     }
+    restrict_to_owner(path)?;
     let mut conn = Connection::open(path).map_err(|e| {
         StoreError::Unavailable(format!(
             "cannot open SQLite database {}: {e}",
@@ -176,6 +182,40 @@ fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
     Ok(conn)
 }
 
+/// Creates the database file owner-only (0600), and tightens an existing one and its WAL and
+/// shared-memory files: they hold subscription secrets, subscriber URLs with their tokens and
+/// every event body. SQLite creates the `-wal` and `-shm` files with the database file's mode.
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let context = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot {what} {}: {e}", p.display()))
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| context("create", path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| context("restrict the permissions of", &file, e))?;
+            tracing::info!(file = %file.display(), "database file made owner-only (0600)");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
 /// Page cache of the writer connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 /// Size the WAL file is truncated back to after a checkpoint resets it, in bytes.
@@ -188,18 +228,40 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// A PASSIVE checkpoint never blocks the writer or readers; it copies what it can and the writer
 /// restarts the WAL from the beginning once everything is copied. Doing this inline (SQLite's
 /// auto-checkpoint) would put a large write and an extra fsync of the database file inside some
-/// commits and so into the tail latency of their acks. The thread ends when the store is dropped,
-/// after a last checkpoint.
+/// commits and so into the tail latency of their acks.
+///
+/// But the WAL only restarts when no reader is still using it, and under sustained load (sync,
+/// fan-out and the admin API read all the time) that moment may never come: the WAL then grows
+/// without bound (1 GB in 15 s was seen). So once it passes `wal_limit` bytes, a TRUNCATE
+/// checkpoint waits (up to the busy timeout) for the readers to move to the database file, copies
+/// the rest and truncates the WAL to zero. That briefly holds appends back — a bounded pause,
+/// instead of a disk that fills up. The thread ends when the store is dropped.
 fn spawn_checkpointer(
     path: &Path,
     busy_timeout: Duration,
+    wal_limit: u64,
     writer: std::sync::Weak<Mutex<Connection>>,
 ) -> Result<(), StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
     let checkpoint = move || {
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(%error, "WAL checkpoint failed; will retry");
+        let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        metrics::gauge!("zoomhook_sqlite_wal_bytes").set(wal_bytes as f64);
+        let mode = if wal_bytes > wal_limit {
+            "TRUNCATE"
+        } else {
+            "PASSIVE"
+        };
+        let sql = format!("PRAGMA wal_checkpoint({mode})");
+        match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!(
+                mode,
+                wal_bytes,
+                "WAL checkpoint could not finish (busy); will retry"
+            ),
+            Err(error) => tracing::warn!(%error, mode, "WAL checkpoint failed; will retry"),
         }
     };
     std::thread::Builder::new()
@@ -246,6 +308,10 @@ fn append_in_transaction(
     dedupe_window_ms: i64,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     let now = now_millis();
+    // Durability by construction: whatever an earlier use of this connection left behind (a
+    // relaxed derived write that panicked half-way, say), the append that acks events commits
+    // with a WAL fsync.
+    conn.pragma_update(None, "synchronous", "FULL")?;
     // IMMEDIATE takes the write lock before the reads below, so the dedupe plan cannot race.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
@@ -342,6 +408,7 @@ impl EventStore for SqliteStore {
         batch: Vec<NewEvent>,
         dedupe_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let batch: Vec<NewEvent> = batch.into_iter().map(NewEvent::into_storable).collect();
         self.with_writer(move |conn| append_in_transaction(conn, &batch, dedupe_window_ms))
             .await
     }
@@ -357,7 +424,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        let id = id.to_owned();
+        let id = crate::core::storable::key(id).into_owned();
         self.with_reader(move |conn| {
             let sql = format!(
                 "SELECT {} FROM events WHERE id = ?1",
@@ -383,9 +450,25 @@ impl EventStore for SqliteStore {
             .await
     }
 
-    async fn purge_expired_dedupe_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
-        self.with_writer(move |conn| {
-            let n = conn.execute("DELETE FROM dedupe_keys WHERE expires_at <= ?1", [now_ms])?;
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.with_writer(|conn| {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute(
+                "INSERT INTO store_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                [now_millis()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge_expired_dedupe_keys(&self, now_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        self.with_relaxed_writer(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM dedupe_keys WHERE key IN
+                   (SELECT key FROM dedupe_keys WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+                [now_ms, limit],
+            )?;
             Ok(n as u64)
         })
         .await

@@ -1,0 +1,18 @@
+-- Log entries a reader could not apply after retries: recorded with the error and skipped, so
+-- one event the store cannot hold never stalls sync for everything after it.
+CREATE TABLE sync_quarantine (
+    reader         TEXT    NOT NULL,
+    seq            INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL,
+    event          TEXT    NOT NULL,
+    error          TEXT    NOT NULL,
+    quarantined_at INTEGER NOT NULL,   -- epoch ms
+    PRIMARY KEY (reader, seq)
+);
+
+-- One row rewritten durably by /readyz while commits are failing, to learn whether the store
+-- can commit again (a full disk still answers reads).
+CREATE TABLE store_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+);
