@@ -346,3 +346,93 @@ fn url_escape(value: &str) -> String {
 }
 
 both_backends!(hostile_traffic_never_costs_a_valid_event);
+
+/// Runs one statement directly against the test's database (to corrupt stored state).
+async fn execute_directly(db: &TestDb, sql: &str) {
+    match db.sqlite_path() {
+        Some(path) => {
+            let conn = rusqlite::Connection::open(path).expect("open sqlite");
+            conn.execute_batch(sql).expect("execute");
+        }
+        None => {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(connection);
+            client.batch_execute(sql).await.expect("execute");
+        }
+    }
+}
+
+fn meeting_event(event: &str, id: i64, topic: &str, ts: i64) -> Vec<u8> {
+    json!({"event": event, "event_ts": ts, "payload": {"account_id": "acc",
+        "object": {"id": id, "host_id": "h1", "topic": topic, "start_time": "2026-11-27T10:00:00Z"}}})
+    .to_string()
+    .into_bytes()
+}
+
+/// An event that cannot be applied (here: the stored document it must merge into is corrupt) is
+/// quarantined after retries — recorded, visible in the API and as an operational event — and
+/// sync goes on with everything after it.
+async fn an_event_sync_cannot_apply_is_quarantined_and_sync_goes_on(db: TestDb) {
+    let server = TestServer::start(config(&db, &[])).await;
+    let ts = common::now_secs() * 1000;
+    assert_eq!(
+        server
+            .send(&meeting_event("meeting.created", 5551, "A", ts))
+            .await
+            .status(),
+        200
+    );
+    wait_for_sync_head(&server).await;
+    execute_directly(
+        &db,
+        "UPDATE sync_entities SET doc = 'not a document' WHERE kind = 'meeting' AND key = '5551'",
+    )
+    .await;
+
+    let update = server
+        .send(&meeting_event("meeting.updated", 5551, "B", ts + 1))
+        .await;
+    let update_id = update.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for n in 0..5 {
+        let created = meeting_event("meeting.created", 5552 + n, "after", ts + 2 + n);
+        assert_eq!(server.send(&created).await.status(), 200);
+    }
+    wait_for_sync_head(&server).await;
+
+    let quarantined = server.api("/api/v1/sync/quarantine").await;
+    let entries = quarantined["data"].as_array().expect("data");
+    assert_eq!(entries.len(), 1, "{quarantined}");
+    assert_eq!(entries[0]["event_id"], update_id.as_str());
+    assert_eq!(entries[0]["event"], "meeting.updated");
+    assert!(
+        entries[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreadable")),
+        "{quarantined}"
+    );
+    for n in 0..5 {
+        let meeting = server.api(&format!("/api/v1/meetings/{}", 5552 + n)).await;
+        assert_eq!(
+            meeting["topic"], "after",
+            "events after the quarantined one are applied"
+        );
+    }
+    let notices = server
+        .api("/api/v1/events?event=zoomhook.sync.quarantined&include_body=true")
+        .await;
+    let notices = notices["data"].as_array().expect("data");
+    assert_eq!(notices.len(), 1);
+    assert!(
+        notices[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains(&update_id))
+    );
+    server.stop().await;
+}
+
+both_backends!(an_event_sync_cannot_apply_is_quarantined_and_sync_goes_on);
