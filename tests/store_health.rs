@@ -1,0 +1,264 @@
+//! The store as an operator sees it: `/readyz` tells the truth (a full disk, a database that
+//! refuses writes, a dead committer), the SQLite WAL stays bounded under sustained load, and the
+//! database file is readable by its owner only.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::{TestDb, TestServer, config, pg_admin};
+
+async fn readyz(server: &TestServer) -> (u16, Value) {
+    let response = server
+        .http
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `/readyz` until it answers `status` (within ~10 s).
+async fn wait_for_readyz(server: &TestServer, status: u16) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (got, body) = readyz(server).await;
+        if got == status {
+            return body;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/readyz never answered {status}; last: {last}");
+}
+
+fn body(n: usize, pad: usize) -> Vec<u8> {
+    json!({"event": "meeting.started", "event_ts": common::now_secs() * 1000 + n as i64,
+        "payload": {"account_id": "acc", "object": {"id": 100_000 + n, "uuid": format!("u{n}=="),
+            "topic": "x".repeat(pad)}}})
+    .to_string()
+    .into_bytes()
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallFilesystem {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    /// `None` when this machine does not let the test mount (not root).
+    fn mount(size: &str) -> Option<SmallFilesystem> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFilesystem { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Writes a file until the filesystem is full.
+fn fill(path: &Path) -> PathBuf {
+    use std::io::Write;
+    let filler = path.join("filler");
+    let mut file = std::fs::File::create(&filler).expect("create filler");
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    filler
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_unready_while_the_disk_is_full_and_ready_again_by_itself() {
+    let Some(fs) = SmallFilesystem::mount("24m") else {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    };
+    let mut db = TestDb::sqlite();
+    db.url = format!("sqlite://{}", fs.path().join("zoomhook.db").display());
+    let server = TestServer::start(config(&db, &[])).await;
+    assert_eq!(server.send(&body(0, 10)).await.status(), 200);
+    wait_for_readyz(&server, 200).await;
+
+    let filler = fill(fs.path());
+    let mut refused = false;
+    for n in 1..400 {
+        let status = server.send(&body(n, 60_000)).await.status();
+        assert!(status == 200 || status == 503, "{status}");
+        if status == 503 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "a full disk makes commits fail (answered 503 so Zoom retries)"
+    );
+    let unready = wait_for_readyz(&server, 503).await;
+    assert_eq!(unready["error"], "commits_failing", "{unready}");
+
+    std::fs::remove_file(filler).expect("free the disk");
+    // No traffic needed: /readyz probes and recovers by itself.
+    wait_for_readyz(&server, 200).await;
+    assert_eq!(server.send(&body(1_000, 10)).await.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_unready_while_postgres_refuses_writes_and_ready_again_by_itself() {
+    let db = TestDb::postgres().await;
+    let name = db.pg_name().expect("pg").to_owned();
+    let server = TestServer::start(config(&db, &[])).await;
+    assert_eq!(server.send(&body(0, 10)).await.status(), 200);
+    let admin = pg_admin().await;
+    let reconnect_all = || async {
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .expect("terminate");
+    };
+    // Reads still work, writes fail: what a ping alone would not see.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        ))
+        .await
+        .expect("read-only");
+    reconnect_all().await;
+    let mut refused = false;
+    for n in 1..50 {
+        if server.send(&body(n, 10)).await.status() == 503 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a read-only database answers 503");
+    let unready = wait_for_readyz(&server, 503).await;
+    assert_eq!(unready["error"], "commits_failing", "{unready}");
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} RESET default_transaction_read_only"
+        ))
+        .await
+        .expect("writable");
+    reconnect_all().await;
+    wait_for_readyz(&server, 200).await;
+    server.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::sqlite();
+    let path = db.sqlite_path().expect("sqlite");
+    let server = TestServer::start(config(&db, &[])).await;
+    assert_eq!(server.send(&body(0, 10)).await.status(), 200);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", path.display());
+        let mode = std::fs::metadata(&file)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
+    server.stop().await;
+    // A database created by an older version (0644) is tightened at the next start.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let server = TestServer::start(config(&db, &[])).await;
+    let mode = std::fs::metadata(&path)
+        .expect("exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    server.stop().await;
+}
+
+/// Sustained load with readers busy all the time (sync, fan-out and the admin API): without a
+/// bound the WAL never restarts and grows by hundreds of MB; with `sqlite_wal_limit` it stays
+/// within a few times the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_stays_bounded_during_a_30s_flood() {
+    const LIMIT: u64 = 4 * 1024 * 1024;
+    let db = TestDb::sqlite();
+    let wal = PathBuf::from(format!(
+        "{}-wal",
+        db.sqlite_path().expect("sqlite").display()
+    ));
+    let server =
+        Arc::new(TestServer::start(config(&db, &[("sqlite_wal_limit", &LIMIT.to_string())])).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..24 {
+        let (server, stop, acked) = (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&acked));
+        tasks.push(tokio::spawn(async move {
+            let mut n = worker * 1_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                if server.send(&body(n, 600)).await.status() == 200 {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    // A reader that is never idle, as a dashboard or an export would be.
+    {
+        let (server, stop) = (Arc::clone(&server), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = server
+                    .api("/api/v1/events?order=desc&limit=200&include_body=true")
+                    .await;
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut largest = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let acked = acked.load(Ordering::Relaxed);
+    eprintln!("{acked} events acknowledged in 30 s; largest WAL {largest} bytes (limit {LIMIT})");
+    assert!(acked > 2_000, "the flood was sustained: {acked} acks");
+    assert!(
+        largest < 4 * LIMIT,
+        "the WAL reached {largest} bytes with a limit of {LIMIT}"
+    );
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.stop().await;
+    }
+}
