@@ -102,7 +102,9 @@ pub async fn show(
 }
 
 /// `PATCH /api/v1/subscriptions/{id}` — any field of the create request; `rotate_secret: true`
-/// makes a new secret (returned once) while the old one keeps signing for `rotation_overlap`.
+/// makes a new secret (returned once) while the old one keeps signing for `rotation_overlap`:
+/// beside the new one (`standard`), or instead of it until the overlap ends (`zoom`, whose
+/// header carries one signature).
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
