@@ -4,6 +4,7 @@
 //! test checks the scheme itself).
 #![allow(dead_code)]
 
+pub mod contract;
 pub mod delivery;
 pub mod receiver;
 
