@@ -65,6 +65,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest::router())
         .merge(api::router(state.clone()))
+        // The last net for errors no handler wrote (a wrong method's 405): JSON like the rest.
+        .layer(axum::middleware::map_response(
+            api::errors::ensure_json_errors,
+        ))
         .with_state(state)
 }
 

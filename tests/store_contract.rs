@@ -4,25 +4,11 @@ mod common;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use common::contract::*;
 use common::*;
 use zoomhook::core::pattern::EventPattern;
 use zoomhook::store::group_commit::EventAppender;
 use zoomhook::store::{AppendOutcome, EventQuery, NewEvent};
-use zoomhook::zoom::envelope::Envelope;
-
-const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
-
-fn new_event(body: &[u8], request_id: Option<&str>, received_at: i64) -> NewEvent {
-    let env = Envelope::parse(body).unwrap();
-    NewEvent::from_envelope(
-        &env,
-        "zoom",
-        Bytes::copy_from_slice(body),
-        request_id.map(Into::into),
-        received_at,
-    )
-}
 
 both_backends!(
     append_assigns_consecutive_seqs_and_keeps_bytes,
@@ -32,8 +18,6 @@ both_backends!(
     group_commit_shares_transactions_under_concurrency,
     admin_tokens_are_found_by_hash,
     reopening_keeps_everything_and_migrations_are_idempotent,
-    subscription_updates_are_compare_and_set,
-    claims_never_exceed_max_in_flight,
 );
 
 async fn append_assigns_consecutive_seqs_and_keeps_bytes(db: TestDb) {
@@ -322,173 +306,6 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent(db: TestDb) {
         "dedupe keys survive a restart"
     );
     store.ping().await.unwrap();
-}
-
-/// A webhook subscription to every event, created at time 0 and stored.
-async fn stored_subscription(
-    store: &dyn zoomhook::store::EventStore,
-) -> zoomhook::store::deliveries::Subscription {
-    use zoomhook::deliver::{ssrf, subscription};
-    let policy = ssrf::SsrfPolicy::new(ssrf::parse_allow_list("127.0.0.0/8").unwrap());
-    let input = subscription::SubscriptionInput {
-        url: Some("http://127.0.0.1:9/hook".into()),
-        events: Some(serde_json::json!("*")),
-        ..Default::default()
-    };
-    let sub = subscription::create(input, &policy, 0).unwrap();
-    store.insert_subscription(&sub).await.unwrap();
-    sub
-}
-
-async fn subscription_updates_are_compare_and_set(db: TestDb) {
-    let store = db.open_store().await;
-    let created = stored_subscription(store.as_ref()).await;
-    let read = store.get_subscription(&created.id).await.unwrap().unwrap();
-    assert_eq!(read, created);
-
-    let mut first = read.clone();
-    first.description = "first".into();
-    assert!(store.update_subscription(&first).await.unwrap());
-    let mut stale = read.clone();
-    stale.description = "stale".into();
-    assert!(
-        !store.update_subscription(&stale).await.unwrap(),
-        "a write based on an older revision is refused"
-    );
-    let now = store.get_subscription(&created.id).await.unwrap().unwrap();
-    assert_eq!(now.description, "first");
-    assert_eq!(now.revision, read.revision + 1);
-
-    // The failure clock belongs to the workers: a failed attempt starts it without moving the
-    // revision, and a PATCH written from a read taken before that leaves it alone.
-    let t = zoomhook::core::clock::now_millis() + 1_000;
-    let claimed = fail_one_delivery(store.as_ref(), &now, t).await;
-    assert_eq!(claimed, 1);
-    let mut patch = now.clone();
-    patch.description = "after the failure".into();
-    assert!(store.update_subscription(&patch).await.unwrap());
-    let failing = store.get_subscription(&created.id).await.unwrap().unwrap();
-    assert_eq!(failing.description, "after the failure");
-    assert_eq!(
-        failing.failing_since,
-        Some(t),
-        "the failure clock survives a PATCH"
-    );
-
-    // A worker disabling the subscription does move the revision, so a PATCH read before it
-    // cannot re-enable it by writing back what it read.
-    assert!(
-        store
-            .disable_failing(&created.id, "failing", t + 20, t + 10)
-            .await
-            .unwrap()
-    );
-    let mut behind = failing.clone();
-    behind.description = "behind".into();
-    assert!(!store.update_subscription(&behind).await.unwrap());
-    let latest = store.get_subscription(&created.id).await.unwrap().unwrap();
-    assert!(!latest.enabled);
-
-    // Enabling it again (from the current row) clears the failure clock.
-    let mut enable = latest.clone();
-    enable.enabled = true;
-    enable.failing_since = None;
-    assert!(store.update_subscription(&enable).await.unwrap());
-    let enabled = store.get_subscription(&created.id).await.unwrap().unwrap();
-    assert!(enabled.enabled);
-    assert_eq!(enabled.failing_since, None);
-
-    let mut gone = latest.clone();
-    gone.id = "sub_missing".into();
-    assert!(!store.update_subscription(&gone).await.unwrap());
-}
-
-/// Appends one event, fans it out to `sub`, claims it at `now` and records a failed attempt
-/// (retry later); returns how many deliveries were claimed.
-async fn fail_one_delivery(
-    store: &dyn zoomhook::store::EventStore,
-    sub: &zoomhook::store::deliveries::Subscription,
-    now: i64,
-) -> usize {
-    use zoomhook::store::deliveries::{Attempt, ClaimRequest, Completion, Next};
-    let body = br#"{"event":"meeting.started","event_ts":1700000000000,"payload":{"account_id":"A","object":{"id":1,"uuid":"f1"}}}"#;
-    store
-        .append_batch(vec![new_event(body, None, 1)], WEEK_MS)
-        .await
-        .unwrap();
-    zoomhook::deliver::fanout::fan_out_batch(store, 100)
-        .await
-        .unwrap();
-    let claimed = store
-        .claim(&ClaimRequest {
-            subscription_id: &sub.id,
-            entity_order: false,
-            limit: 10,
-            max_in_flight: 10,
-            now,
-            lease_until: now + 1_000,
-        })
-        .await
-        .unwrap();
-    let completions = claimed
-        .iter()
-        .map(|c| Completion {
-            attempt: Attempt {
-                delivery_id: c.delivery.id.clone(),
-                attempt: 1,
-                started_at: now,
-                duration_ms: 1,
-                status_code: Some(503),
-                response_excerpt: None,
-                error: Some("HTTP 503".into()),
-            },
-            lease_until: now + 1_000,
-            subscription_id: sub.id.clone(),
-            next: Next::Retry(now + 60_000),
-            disable: None,
-        })
-        .collect();
-    store.complete(completions, now).await.unwrap();
-    claimed.len()
-}
-
-async fn claims_never_exceed_max_in_flight(db: TestDb) {
-    use zoomhook::deliver::fanout;
-    use zoomhook::store::deliveries::ClaimRequest;
-    let store = db.open_store().await;
-    let sub = stored_subscription(store.as_ref()).await;
-    let events: Vec<_> = (0..6)
-        .map(|i| {
-            let body = format!(
-                r#"{{"event":"meeting.started","event_ts":{},"payload":{{"account_id":"A","object":{{"id":{i},"uuid":"u{i}"}}}}}}"#,
-                1_700_000_000_000i64 + i
-            );
-            new_event(body.as_bytes(), None, 1)
-        })
-        .collect();
-    store.append_batch(events, WEEK_MS).await.unwrap();
-    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
-
-    let claim = |now: i64| ClaimRequest {
-        subscription_id: &sub.id,
-        entity_order: false,
-        limit: 10,
-        max_in_flight: 2,
-        now,
-        lease_until: now + 1_000,
-    };
-    // Deliveries are due from the moment of the fan-out.
-    let t = zoomhook::core::clock::now_millis() + 1_000;
-    let first = store.claim(&claim(t)).await.unwrap();
-    assert_eq!(first.len(), 2, "no more than max_in_flight at once");
-    assert!(
-        store.claim(&claim(t + 1)).await.unwrap().is_empty(),
-        "another instance asking finds the subscription full"
-    );
-    // Leases that expired (an instance that died mid-send) no longer count, and their
-    // deliveries are due again.
-    let after_expiry = store.claim(&claim(t + 1_500)).await.unwrap();
-    assert_eq!(after_expiry.len(), 2);
 }
 
 #[tokio::test]

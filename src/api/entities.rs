@@ -2,10 +2,11 @@
 //! state kept by sync, with filters and key-cursor pagination.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::api::extract::{Path, Query};
 use crate::core::clock::{parse_time, rfc3339};
 use crate::http_error::HttpError;
 use crate::server::AppState;

@@ -1,11 +1,12 @@
 //! `/api/v1/events`: query the event log and fetch single events with their raw body.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::api::extract::{Body, Path, Query};
 use crate::core::clock::{parse_time, rfc3339};
 use crate::core::pattern::EventPattern;
 use crate::http_error::HttpError;
@@ -184,7 +185,7 @@ pub struct PublishInput {
 /// to be fanned out like Zoom's (same filters, signing, retries, replay). Source `api`.
 pub async fn publish(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<Response, HttpError> {
     let input: PublishInput = crate::api::subscriptions::json_body(&body)?;
     let valid_name = input.event.len() <= 200

@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod entities;
+pub mod errors;
 pub mod events;
+pub mod extract;
 pub mod health;
 pub mod subscriptions;
 pub mod sync;
@@ -14,7 +16,8 @@ use axum::routing::{get, post};
 
 use crate::server::AppState;
 
-/// Routes of the admin API and operational endpoints.
+/// Routes of the admin API and operational endpoints, and the fallback for unknown paths. Every
+/// error they answer is `{"error", "detail"}` JSON.
 pub fn router(state: AppState) -> Router<AppState> {
     let admin = Router::new()
         .route("/api/v1/events", get(events::list).post(events::publish))
@@ -70,4 +73,6 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(errors::no_route)
+        .layer(middleware::from_fn(errors::limit_uri_length))
 }

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
+use crate::api::extract::{Body, Path, Query};
 use crate::core::clock::{now_millis, parse_time};
 use crate::core::pattern::EventPattern;
 use crate::deliver::subscription::{self, SubscriptionInput};
@@ -74,7 +75,10 @@ fn invalid(e: subscription::InvalidField) -> HttpError {
 }
 
 /// `POST /api/v1/subscriptions`
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, HttpError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<Response, HttpError> {
     let input: SubscriptionInput = json_body(&body)?;
     let sub = subscription::create(input, &state.ssrf, now_millis()).map_err(invalid)?;
     state.store.insert_subscription(&sub).await?;
@@ -102,11 +106,13 @@ pub async fn show(
 }
 
 /// `PATCH /api/v1/subscriptions/{id}` — any field of the create request; `rotate_secret: true`
-/// makes a new secret (returned once) while the old one keeps signing for `rotation_overlap`.
+/// makes a new secret (returned once) while the old one keeps signing for `rotation_overlap`:
+/// beside the new one (`standard`), or instead of it until the overlap ends (`zoom`, whose
+/// header carries one signature).
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<SubscriptionView>, HttpError> {
     let input: SubscriptionInput = json_body(&body)?;
     let rotated = input.rotate_secret == Some(true);
@@ -240,7 +246,7 @@ pub struct ReplayInput {
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, HttpError> {
     let input: ReplayInput = if body.is_empty() {
         ReplayInput::default()

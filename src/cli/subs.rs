@@ -51,7 +51,8 @@ pub enum SubsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Make a new secret; the old one keeps signing for --overlap.
+    /// Make a new secret; the old one keeps signing for --overlap (beside the new one with the
+    /// standard scheme, instead of it with the zoom scheme).
     RotateSecret {
         id: String,
         #[arg(long, default_value = "24h")]
@@ -248,14 +249,24 @@ pub async fn run(cmd: SubsCommand) -> anyhow::Result<()> {
                     Some(&json!({"rotate_secret": true, "rotation_overlap": overlap})),
                 )
                 .await?;
-            println!(
-                "new secret {}   (the previous one signs too until {})",
-                text(&sub["secret"]),
-                text(&sub["previous_until"])
-            );
+            println!("{}", rotation_summary(&sub));
         }
     }
     Ok(())
+}
+
+/// What a rotation means for the consumer, which depends on how many signatures the scheme's
+/// header can carry.
+fn rotation_summary(sub: &Value) -> String {
+    let (secret, until) = (text(&sub["secret"]), text(&sub["previous_until"]));
+    if sub["scheme"] == "zoom" {
+        format!(
+            "new secret {secret}   (x-zm-signature holds one signature: the previous secret keeps \
+             signing until {until}, then this one does; give it to your consumer by then)"
+        )
+    } else {
+        format!("new secret {secret}   (both secrets sign each delivery until {until})")
+    }
 }
 
 async fn patch(client: &ClientArgs, id: &str, body: Value, what: &str) -> anyhow::Result<()> {

@@ -25,8 +25,10 @@ pub struct EmailSender {
 impl EmailSender {
     /// From `smtp://host:port`, `smtp://user:pass@host:587?tls=required` or `smtps://…`.
     pub fn new(url: &str, from: &str) -> Result<EmailSender, String> {
+        // The URL may hold the SMTP password: the error (shown at start-up and in logs) must not.
+        let scrubber = super::redact::Scrubber::new([url], []);
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("invalid SMTP URL: {e}"))?
+            .map_err(|e| scrubber.scrub(&format!("invalid SMTP URL: {e}")))?
             .timeout(Some(std::time::Duration::from_secs(30)))
             .build();
         let from = from

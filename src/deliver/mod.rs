@@ -3,6 +3,7 @@
 
 pub mod email;
 pub mod fanout;
+pub mod redact;
 pub mod retry;
 pub mod signing;
 pub mod ssrf;

@@ -3,10 +3,14 @@
 //! - `standard` — Standard Webhooks: `webhook-id`, `webhook-timestamp` (Unix seconds) and
 //!   `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, where the key is
 //!   the base64 part of the `whsec_…` secret. During a rotation both secrets sign; the header then
-//!   carries both signatures, space-separated.
+//!   carries both signatures, space-separated, so consumers can move to the new secret whenever
+//!   they like within the overlap.
 //! - `zoom` — exactly what Zoom sends: `x-zm-signature: v0=<hex HMAC-SHA256(secret, "v0:{ts}:{body}")>`,
 //!   `x-zm-request-timestamp` and `x-zm-request-id` (the delivery id), with the whole `whsec_…`
 //!   string as the secret token, so an existing Zoom consumer works unchanged behind zoomhook.
+//!   Zoom's header carries exactly one signature, so both secrets cannot sign at once: during a
+//!   rotation the **previous** secret keeps signing until the overlap ends (the consumer, which
+//!   knows only that one, keeps working), then the new one takes over.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -37,17 +41,40 @@ pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -
     format!("v1,{}", B64.encode(mac))
 }
 
-/// The headers of one attempt (name, value), for all signing secrets.
+/// The secrets that may sign an attempt at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigningSecrets<'a> {
+    /// The subscription's current secret.
+    pub current: &'a str,
+    /// The secret it replaced, while the rotation overlap lasts (`None` outside it).
+    pub previous: Option<&'a str>,
+}
+
+impl<'a> SigningSecrets<'a> {
+    /// The one secret of a scheme whose header holds a single signature (`zoom`): the previous
+    /// secret during the overlap, since that is the one the consumer already knows.
+    pub fn single(&self) -> &'a str {
+        self.previous.unwrap_or(self.current)
+    }
+
+    /// Every secret that signs when the header can hold several (`standard`): the current one
+    /// first, then the previous one during the overlap.
+    pub fn all(&self) -> Vec<&'a str> {
+        std::iter::once(self.current).chain(self.previous).collect()
+    }
+}
+
+/// The headers of one attempt (name, value), signed as the scheme allows.
 pub fn headers(
     scheme: &str,
-    secrets: &[&str],
+    secrets: SigningSecrets<'_>,
     id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
     match scheme {
         "zoom" => {
-            let secret = secrets.first().copied().unwrap_or_default();
+            let secret = secrets.single();
             let ts = timestamp.to_string();
             vec![
                 (
@@ -60,6 +87,7 @@ pub fn headers(
         }
         _ => {
             let signatures: Vec<String> = secrets
+                .all()
                 .iter()
                 .map(|s| standard_signature(s, id, timestamp, body))
                 .collect();
@@ -87,11 +115,38 @@ mod tests {
         );
     }
 
+    const ROTATING: SigningSecrets<'static> = SigningSecrets {
+        current: "whsec_AAAA",
+        previous: Some("whsec_BBBB"),
+    };
+
+    fn header(h: &[(&'static str, String)], name: &str) -> String {
+        h.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
     #[test]
-    fn rotation_signs_with_both_secrets() {
-        let h = headers("standard", &["whsec_AAAA", "whsec_BBBB"], "msg_1", 1, b"{}");
-        let sig = &h.iter().find(|(k, _)| *k == "webhook-signature").unwrap().1;
-        assert_eq!(sig.split(' ').count(), 2);
+    fn standard_rotation_signs_with_both_secrets() {
+        let h = headers("standard", ROTATING, "msg_1", 1, b"{}");
+        assert_eq!(header(&h, "webhook-signature").split(' ').count(), 2);
         assert!(new_secret().starts_with(SECRET_PREFIX));
+    }
+
+    #[test]
+    fn zoom_rotation_signs_with_the_previous_secret_until_the_overlap_ends() {
+        let during = headers("zoom", ROTATING, "msg_1", 1, b"{}");
+        let expected = crate::zoom::signature::sign(b"whsec_BBBB", "1", b"{}");
+        assert_eq!(header(&during, "x-zm-signature"), expected);
+        let after = SigningSecrets {
+            previous: None,
+            ..ROTATING
+        };
+        let expected = crate::zoom::signature::sign(b"whsec_AAAA", "1", b"{}");
+        assert_eq!(
+            header(&headers("zoom", after, "msg_1", 1, b"{}"), "x-zm-signature"),
+            expected
+        );
     }
 }

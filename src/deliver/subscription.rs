@@ -48,7 +48,8 @@ pub struct SubscriptionInput {
     pub enabled: Option<bool>,
     pub description: Option<String>,
     pub email: Option<EmailInput>,
-    /// Update only: make a new secret; the old one keeps signing for `rotation_overlap`.
+    /// Update only: make a new secret; the old one keeps signing for `rotation_overlap` (beside
+    /// the new one with `standard`, instead of it with `zoom`, whose header has one signature).
     pub rotate_secret: Option<bool>,
     pub rotation_overlap: Option<String>,
 }
@@ -322,15 +323,18 @@ pub fn create(
     Ok(sub)
 }
 
-/// The secrets that sign a delivery now: the current one, and the previous one during rotation.
-pub fn signing_secrets(sub: &Subscription, now: i64) -> Vec<&str> {
-    let mut secrets = vec![sub.secret.as_str()];
-    if let (Some(previous), Some(until)) = (&sub.previous_secret, sub.previous_until)
-        && now < until
-    {
-        secrets.push(previous);
+/// The secrets that may sign a delivery at `now` (epoch ms): the current one, and the previous
+/// one until the rotation overlap ends. Which of them sign depends on the scheme (see
+/// [`signing`]).
+pub fn signing_secrets(sub: &Subscription, now: i64) -> signing::SigningSecrets<'_> {
+    let previous = match (&sub.previous_secret, sub.previous_until) {
+        (Some(previous), Some(until)) if now < until => Some(previous.as_str()),
+        _ => None,
+    };
+    signing::SigningSecrets {
+        current: &sub.secret,
+        previous,
     }
-    secrets
 }
 
 /// The patterns of a subscription.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::email::EmailSender;
+use super::redact::{Scrubber, redacted_url};
 use super::retry::{self, Verdict};
 use super::signing;
 use super::ssrf::SsrfPolicy;
@@ -296,6 +297,9 @@ pub async fn send(
         .unwrap_or_else(|_| Err("timed out".to_owned()));
     let duration_ms = clock.elapsed().as_millis() as i64;
     metrics::histogram!("zoomhook_delivery_attempt_seconds").record(clock.elapsed().as_secs_f64());
+    // Errors and excerpts are stored and shown through the API: no credential of the
+    // destination (or of the SMTP server) may survive in them, however it is spelled there.
+    let scrubber = scrubber(deliverer, sub);
     let (status_code, excerpt, error, verdict) = match result {
         Ok((status, retry_after, excerpt)) => {
             let verdict = if sub.kind == "email" {
@@ -313,7 +317,7 @@ pub async fn send(
             };
             (
                 Some(i64::from(status)),
-                excerpt.map(|e| text_safe(&e)),
+                excerpt.map(|e| text_safe(&scrubber.scrub(&e))),
                 error,
                 verdict,
             )
@@ -321,7 +325,7 @@ pub async fn send(
         Err(error) => (
             None,
             None,
-            Some(text_safe(&redact_urls(&error, &sub.url))),
+            Some(text_safe(&scrubber.scrub(&error))),
             Verdict::Retry { retry_after: None },
         ),
     };
@@ -363,30 +367,21 @@ pub async fn send(
     }
 }
 
+/// What must never appear in the records of `sub`'s attempts: its URL's credentials, its
+/// secrets and, for email, the SMTP URL's.
+fn scrubber(deliverer: &Deliverer, sub: &Subscription) -> Scrubber {
+    let smtp = match sub.kind.as_str() {
+        "email" => deliverer.config.smtp_url.as_ref().map(|u| u.expose()),
+        _ => None,
+    };
+    let secrets = std::iter::once(sub.secret.as_str()).chain(sub.previous_secret.as_deref());
+    Scrubber::new(std::iter::once(sub.url.as_str()).chain(smtp), secrets)
+}
+
 /// Text PostgreSQL can store: no NUL characters (a binary response body would otherwise make the
 /// outcome unrecordable).
 fn text_safe(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
-}
-
-/// Where a URL is shown (logs, errors, operational events): scheme, host and port only. Paths and
-/// queries of webhook URLs are often credentials themselves (Slack, Teams, `?token=`).
-pub fn redacted_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => match (u.host_str(), u.port()) {
-            (Some(host), Some(port)) => format!("{}://{host}:{port}/…", u.scheme()),
-            (Some(host), None) => format!("{}://{host}/…", u.scheme()),
-            _ => "(invalid URL)".to_owned(),
-        },
-        Err(_) => "(invalid URL)".to_owned(),
-    }
-}
-
-fn redact_urls(text: &str, url: &str) -> String {
-    if url.is_empty() {
-        return text.to_owned();
-    }
-    text.replace(url, &redacted_url(url))
 }
 
 /// Status, `Retry-After` and a bounded excerpt of the answer; or the error.
@@ -415,7 +410,7 @@ async fn send_webhook(
         .header("user-agent", USER_AGENT);
     for (name, value) in signing::headers(
         &sub.scheme,
-        &secrets,
+        secrets,
         &claimed.delivery.id,
         timestamp,
         &claimed.body,
@@ -435,7 +430,7 @@ async fn send_webhook(
         .body(claimed.body.clone())
         .send()
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(describe)?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -455,13 +450,15 @@ async fn send_webhook(
     Ok((status, retry_after, excerpt))
 }
 
-/// An error with its causes, e.g. "error sending request: connection refused".
-fn describe(error: &reqwest::Error) -> String {
+/// An error with its causes, e.g. "error sending request: connection refused". reqwest's own
+/// text names the URL (in its normalised spelling), so that is dropped first.
+fn describe(error: reqwest::Error) -> String {
     if error.is_timeout() {
         return "timed out".to_owned();
     }
+    let error = error.without_url();
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

@@ -4,6 +4,8 @@
 //! test checks the scheme itself).
 #![allow(dead_code)]
 
+pub mod contract;
+pub mod delivery;
 pub mod receiver;
 
 use std::path::PathBuf;

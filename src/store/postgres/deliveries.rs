@@ -285,19 +285,6 @@ impl DeliveryStore for PgStore {
         let disable = tx.prepare_cached(DISABLE_SUBSCRIPTION).await?;
         for c in &completions {
             let a = &c.attempt;
-            tx.execute(
-                &attempt,
-                &[
-                    &a.delivery_id,
-                    &a.attempt,
-                    &a.started_at,
-                    &a.duration_ms,
-                    &a.status_code,
-                    &a.response_excerpt,
-                    &a.error,
-                ],
-            )
-            .await?;
             let (status, next_at) = match c.next {
                 Next::Succeeded => ("succeeded", now),
                 Next::Retry(at) => ("pending", at),
@@ -319,9 +306,23 @@ impl DeliveryStore for PgStore {
                 )
                 .await?;
             if held == 0 {
-                // Re-claimed after the lease ran out: the newer attempt owns the outcome.
+                // Re-claimed after the lease ran out: the newer attempt owns the outcome and its
+                // attempt number, so this one records nothing at all.
                 continue;
             }
+            tx.execute(
+                &attempt,
+                &[
+                    &a.delivery_id,
+                    &a.attempt,
+                    &a.started_at,
+                    &a.duration_ms,
+                    &a.status_code,
+                    &a.response_excerpt,
+                    &a.error,
+                ],
+            )
+            .await?;
             if c.next == Next::Succeeded {
                 tx.execute(&ok, &[&c.subscription_id]).await?;
             } else {

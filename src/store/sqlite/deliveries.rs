@@ -260,15 +260,6 @@ impl DeliveryStore for SqliteStore {
                 let mut disable = tx.prepare_cached(&q(DISABLE_SUBSCRIPTION))?;
                 for c in &completions {
                     let a = &c.attempt;
-                    attempt.execute(params![
-                        a.delivery_id,
-                        a.attempt,
-                        a.started_at,
-                        a.duration_ms,
-                        a.status_code,
-                        a.response_excerpt,
-                        a.error
-                    ])?;
                     let (status, next_at) = match c.next {
                         Next::Succeeded => ("succeeded", now),
                         Next::Retry(at) => ("pending", at),
@@ -285,9 +276,19 @@ impl DeliveryStore for SqliteStore {
                         c.lease_until
                     ])?;
                     if held == 0 {
-                        // Re-claimed after the lease ran out: the newer attempt owns the outcome.
+                        // Re-claimed after the lease ran out: the newer attempt owns the outcome
+                        // and its attempt number, so this one records nothing at all.
                         continue;
                     }
+                    attempt.execute(params![
+                        a.delivery_id,
+                        a.attempt,
+                        a.started_at,
+                        a.duration_ms,
+                        a.status_code,
+                        a.response_excerpt,
+                        a.error
+                    ])?;
                     if c.next == Next::Succeeded {
                         ok.execute([&c.subscription_id])?;
                     } else {

@@ -1,0 +1,481 @@
+//! The delivery part of the store contract, against SQLite and PostgreSQL: subscription updates,
+//! claims (max in flight, entity order, stale leases), completions, replay, the fan-out
+//! compare-and-set.
+
+mod common;
+
+use common::contract::*;
+use common::*;
+use zoomhook::deliver::fanout;
+use zoomhook::store::EventStore;
+use zoomhook::store::deliveries::{
+    Attempt, ClaimRequest, Claimed, Completion, NewDelivery, Next, ReplayRange, Subscription,
+    delivery_id,
+};
+use zoomhook::store::{ReaderPosition, read_after};
+
+both_backends!(
+    subscription_updates_are_compare_and_set,
+    claims_never_exceed_max_in_flight,
+    entity_order_claims_the_oldest_open_delivery_of_each_entity,
+    a_stale_completion_never_overwrites_the_new_owner,
+    replay_requeues_finished_deliveries_and_leaves_ones_being_sent,
+    fan_out_enqueue_is_compare_and_set_on_its_cursor,
+    dedupe_key_purge_removes_only_expired_keys,
+);
+
+/// A claim of up to 10 deliveries at `now`, leased for a second.
+async fn claim(
+    store: &dyn EventStore,
+    sub: &Subscription,
+    entity_order: bool,
+    now: i64,
+) -> Vec<Claimed> {
+    store
+        .claim(&ClaimRequest {
+            subscription_id: &sub.id,
+            entity_order,
+            limit: 10,
+            max_in_flight: 10,
+            now,
+            lease_until: now + 1_000,
+        })
+        .await
+        .unwrap()
+}
+
+/// The outcome of the first attempt at `claimed`, made under the lease of a claim at `claimed_at`.
+fn outcome(
+    sub: &Subscription,
+    claimed: &Claimed,
+    claimed_at: i64,
+    next: Next,
+    status: i64,
+) -> Completion {
+    Completion {
+        attempt: Attempt {
+            delivery_id: claimed.delivery.id.clone(),
+            attempt: claimed.delivery.attempts + 1,
+            started_at: claimed_at,
+            duration_ms: 1,
+            status_code: Some(status),
+            response_excerpt: None,
+            error: None,
+        },
+        lease_until: claimed_at + 1_000,
+        subscription_id: sub.id.clone(),
+        next,
+        disable: None,
+    }
+}
+
+/// The `object.id` of each claimed delivery's event, in claim order.
+fn meetings(claimed: &[Claimed]) -> Vec<String> {
+    let mut ids: Vec<String> = claimed
+        .iter()
+        .filter_map(|c| c.delivery.entity.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn subscription_updates_are_compare_and_set(db: TestDb) {
+    let store = db.open_store().await;
+    let created = stored_subscription(store.as_ref()).await;
+    let read = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert_eq!(read, created);
+
+    let mut first = read.clone();
+    first.description = "first".into();
+    assert!(store.update_subscription(&first).await.unwrap());
+    let mut stale = read.clone();
+    stale.description = "stale".into();
+    assert!(
+        !store.update_subscription(&stale).await.unwrap(),
+        "a write based on an older revision is refused"
+    );
+    let now = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert_eq!(now.description, "first");
+    assert_eq!(now.revision, read.revision + 1);
+
+    // The failure clock belongs to the workers: a failed attempt starts it without moving the
+    // revision, and a PATCH written from a read taken before that leaves it alone.
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let claimed = fail_one_delivery(store.as_ref(), &now, t).await;
+    assert_eq!(claimed, 1);
+    let mut patch = now.clone();
+    patch.description = "after the failure".into();
+    assert!(store.update_subscription(&patch).await.unwrap());
+    let failing = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert_eq!(failing.description, "after the failure");
+    assert_eq!(
+        failing.failing_since,
+        Some(t),
+        "the failure clock survives a PATCH"
+    );
+
+    // A worker disabling the subscription does move the revision, so a PATCH read before it
+    // cannot re-enable it by writing back what it read.
+    assert!(
+        store
+            .disable_failing(&created.id, "failing", t + 20, t + 10)
+            .await
+            .unwrap()
+    );
+    let mut behind = failing.clone();
+    behind.description = "behind".into();
+    assert!(!store.update_subscription(&behind).await.unwrap());
+    let latest = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert!(!latest.enabled);
+
+    // Enabling it again (from the current row) clears the failure clock.
+    let mut enable = latest.clone();
+    enable.enabled = true;
+    enable.failing_since = None;
+    assert!(store.update_subscription(&enable).await.unwrap());
+    let enabled = store.get_subscription(&created.id).await.unwrap().unwrap();
+    assert!(enabled.enabled);
+    assert_eq!(enabled.failing_since, None);
+
+    let mut gone = latest.clone();
+    gone.id = "sub_missing".into();
+    assert!(!store.update_subscription(&gone).await.unwrap());
+}
+
+/// Appends one event, fans it out to `sub`, claims it at `now` and records a failed attempt
+/// (retry later); returns how many deliveries were claimed.
+async fn fail_one_delivery(
+    store: &dyn zoomhook::store::EventStore,
+    sub: &zoomhook::store::deliveries::Subscription,
+    now: i64,
+) -> usize {
+    use zoomhook::store::deliveries::{Attempt, ClaimRequest, Completion, Next};
+    let body = br#"{"event":"meeting.started","event_ts":1700000000000,"payload":{"account_id":"A","object":{"id":1,"uuid":"f1"}}}"#;
+    store
+        .append_batch(vec![new_event(body, None, 1)], WEEK_MS)
+        .await
+        .unwrap();
+    zoomhook::deliver::fanout::fan_out_batch(store, 100)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(&ClaimRequest {
+            subscription_id: &sub.id,
+            entity_order: false,
+            limit: 10,
+            max_in_flight: 10,
+            now,
+            lease_until: now + 1_000,
+        })
+        .await
+        .unwrap();
+    let completions = claimed
+        .iter()
+        .map(|c| Completion {
+            attempt: Attempt {
+                delivery_id: c.delivery.id.clone(),
+                attempt: 1,
+                started_at: now,
+                duration_ms: 1,
+                status_code: Some(503),
+                response_excerpt: None,
+                error: Some("HTTP 503".into()),
+            },
+            lease_until: now + 1_000,
+            subscription_id: sub.id.clone(),
+            next: Next::Retry(now + 60_000),
+            disable: None,
+        })
+        .collect();
+    store.complete(completions, now).await.unwrap();
+    claimed.len()
+}
+
+async fn claims_never_exceed_max_in_flight(db: TestDb) {
+    use zoomhook::deliver::fanout;
+    use zoomhook::store::deliveries::ClaimRequest;
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    let events: Vec<_> = (0..6)
+        .map(|i| {
+            let body = format!(
+                r#"{{"event":"meeting.started","event_ts":{},"payload":{{"account_id":"A","object":{{"id":{i},"uuid":"u{i}"}}}}}}"#,
+                1_700_000_000_000i64 + i
+            );
+            new_event(body.as_bytes(), None, 1)
+        })
+        .collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+
+    let claim = |now: i64| ClaimRequest {
+        subscription_id: &sub.id,
+        entity_order: false,
+        limit: 10,
+        max_in_flight: 2,
+        now,
+        lease_until: now + 1_000,
+    };
+    // Deliveries are due from the moment of the fan-out.
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let first = store.claim(&claim(t)).await.unwrap();
+    assert_eq!(first.len(), 2, "no more than max_in_flight at once");
+    assert!(
+        store.claim(&claim(t + 1)).await.unwrap().is_empty(),
+        "another instance asking finds the subscription full"
+    );
+    // Leases that expired (an instance that died mid-send) no longer count, and their
+    // deliveries are due again.
+    let after_expiry = store.claim(&claim(t + 1_500)).await.unwrap();
+    assert_eq!(after_expiry.len(), 2);
+}
+
+async fn entity_order_claims_the_oldest_open_delivery_of_each_entity(db: TestDb) {
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    // Meeting 1 has three events, meeting 2 two, interleaved in the log.
+    let log = [(1, 0), (2, 1), (1, 2), (2, 3), (1, 4)];
+    let events = log.iter().map(|&(m, n)| meeting_event(m, n)).collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+
+    let first = claim(store.as_ref(), &sub, true, t).await;
+    assert_eq!(meetings(&first), ["1", "2"], "one per entity");
+    assert!(
+        first.iter().all(|c| c.delivery.event_seq <= 2),
+        "the oldest of each entity: {first:?}"
+    );
+    assert!(
+        claim(store.as_ref(), &sub, true, t + 1).await.is_empty(),
+        "nothing of an entity while its earlier delivery is being sent"
+    );
+    // Meeting 1's first succeeds, meeting 2's first must be retried later: only meeting 1 moves on.
+    let done: Vec<Completion> = first
+        .iter()
+        .map(|c| match c.delivery.entity.as_deref() {
+            Some("1") => outcome(&sub, c, t, Next::Succeeded, 200),
+            _ => outcome(&sub, c, t, Next::Retry(t + 60_000), 503),
+        })
+        .collect();
+    store.complete(done, t + 2).await.unwrap();
+    let next = claim(store.as_ref(), &sub, true, t + 3).await;
+    assert_eq!(
+        meetings(&next),
+        ["1"],
+        "meeting 2 waits for its retry: {next:?}"
+    );
+    assert_eq!(next[0].delivery.event_seq, 3, "meeting 1's second event");
+    // Without entity order the same queue gives every due delivery at once.
+    let unordered = claim(store.as_ref(), &sub, false, t + 4).await;
+    assert_eq!(
+        unordered.len(),
+        2,
+        "meeting 1's third and meeting 2's second: {unordered:?}"
+    );
+}
+
+async fn a_stale_completion_never_overwrites_the_new_owner(db: TestDb) {
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    store
+        .append_batch(vec![meeting_event(1, 0)], WEEK_MS)
+        .await
+        .unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let stale = claim(store.as_ref(), &sub, false, t).await;
+    assert_eq!(stale.len(), 1);
+    // The first owner's lease runs out (it hung or died); a second claimer takes the delivery.
+    let later = t + 1_500;
+    let owner = claim(store.as_ref(), &sub, false, later).await;
+    assert_eq!(owner.len(), 1, "an expired lease is claimable again");
+    let id = owner[0].delivery.id.clone();
+
+    // The first owner finally reports a 410: it must change nothing — not the delivery, not its
+    // attempts, not the subscription.
+    let mut gone = outcome(&sub, &stale[0], t, Next::Failed, 410);
+    gone.disable = Some("410".into());
+    store.complete(vec![gone], later + 1).await.unwrap();
+    let (delivery, attempts) = store.get_delivery(&id).await.unwrap().unwrap();
+    assert_eq!(
+        delivery.status, "delivering",
+        "still the new owner's: {delivery:?}"
+    );
+    assert!(
+        attempts.is_empty(),
+        "the stale attempt took no record: {attempts:?}"
+    );
+    let unchanged = store.get_subscription(&sub.id).await.unwrap().unwrap();
+    assert!(unchanged.enabled && unchanged.failing_since.is_none());
+    assert!(
+        claim(store.as_ref(), &sub, false, later + 2)
+            .await
+            .is_empty(),
+        "the new owner's lease still holds"
+    );
+
+    // The new owner's outcome is recorded in full.
+    let ok = outcome(&sub, &owner[0], later, Next::Succeeded, 200);
+    store.complete(vec![ok], later + 3).await.unwrap();
+    let (delivery, attempts) = store.get_delivery(&id).await.unwrap().unwrap();
+    assert_eq!(delivery.status, "succeeded");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].status_code,
+        Some(200),
+        "the new owner's attempt: {attempts:?}"
+    );
+}
+
+async fn replay_requeues_finished_deliveries_and_leaves_ones_being_sent(db: TestDb) {
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    let log = [(1, 0), (2, 1), (1, 2)];
+    let events = log.iter().map(|&(m, n)| meeting_event(m, n)).collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let claimed = claim(store.as_ref(), &sub, false, t).await;
+    assert_eq!(claimed.len(), 3);
+    // Seqs 1 and 2 finish (one succeeded, one dead-lettered); seq 3 is still being sent.
+    let done = claimed
+        .iter()
+        .filter(|c| c.delivery.event_seq < 3)
+        .map(|c| match c.delivery.event_seq {
+            1 => outcome(&sub, c, t, Next::Succeeded, 200),
+            _ => outcome(&sub, c, t, Next::Failed, 500),
+        })
+        .collect();
+    store.complete(done, t + 1).await.unwrap();
+
+    let patterns = zoomhook::core::pattern::EventPattern::parse_list("meeting.*").unwrap();
+    let everything = ReplayRange::default();
+    let queued = store
+        .replay(&sub, &patterns, &everything, t + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        queued, 2,
+        "the finished ones; the one being sent is left alone"
+    );
+    let requeued = claim(store.as_ref(), &sub, false, t + 3).await;
+    let mut seqs: Vec<i64> = requeued.iter().map(|c| c.delivery.event_seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, [1, 2]);
+    for c in &requeued {
+        assert_eq!(
+            c.delivery.id,
+            delivery_id(&c.delivery.event_id, &sub.id),
+            "same webhook-id"
+        );
+        assert_eq!(
+            c.delivery.schedule_base, 1,
+            "a fresh schedule after one attempt"
+        );
+    }
+    // A range and an entity narrow it; patterns that match nothing queue nothing.
+    let one = ReplayRange {
+        entity: Some("2".into()),
+        ..Default::default()
+    };
+    store
+        .complete(
+            requeued
+                .iter()
+                .map(|c| outcome(&sub, c, t + 3, Next::Succeeded, 200))
+                .collect(),
+            t + 4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.replay(&sub, &patterns, &one, t + 5).await.unwrap(), 1);
+    let none = zoomhook::core::pattern::EventPattern::parse_list("user.*").unwrap();
+    let range = ReplayRange {
+        after_seq: Some(0),
+        to_seq: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(store.replay(&sub, &none, &range, t + 6).await.unwrap(), 0);
+    assert_eq!(
+        store.replay(&sub, &patterns, &range, t + 6).await.unwrap(),
+        1
+    );
+}
+
+async fn fan_out_enqueue_is_compare_and_set_on_its_cursor(db: TestDb) {
+    use zoomhook::store::deliveries::FANOUT_READER;
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    store
+        .append_batch(vec![meeting_event(1, 0), meeting_event(2, 1)], WEEK_MS)
+        .await
+        .unwrap();
+    let (from, events) = read_after(store.as_ref(), FANOUT_READER, 100)
+        .await
+        .unwrap();
+    assert_eq!(from, ReaderPosition::default());
+    let delivery = |i: usize| NewDelivery {
+        id: delivery_id(&events[i].id, &sub.id),
+        subscription_id: sub.id.clone(),
+        event_seq: events[i].seq,
+        event_id: events[i].id.clone(),
+        event: events[i].event.clone(),
+        entity: events[i].object_id.clone(),
+    };
+    let first = ReaderPosition {
+        seq: events[0].seq,
+        applied: 1,
+    };
+    assert!(store.enqueue(from, first, vec![delivery(0)]).await.unwrap());
+    // A second instance that read the same cursor loses, and writes nothing.
+    let both = ReaderPosition {
+        seq: events[1].seq,
+        applied: 2,
+    };
+    assert!(
+        !store
+            .enqueue(from, both, vec![delivery(0), delivery(1)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.reader_position(FANOUT_READER).await.unwrap(), first);
+    assert_eq!(store.delivery_counts(&sub.id).await.unwrap().pending, 1);
+    // From the current cursor it goes on; a delivery that already exists is not duplicated.
+    assert!(
+        store
+            .enqueue(first, both, vec![delivery(0), delivery(1)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.reader_position(FANOUT_READER).await.unwrap(), both);
+    assert_eq!(store.delivery_counts(&sub.id).await.unwrap().pending, 2);
+}
+
+async fn dedupe_key_purge_removes_only_expired_keys(db: TestDb) {
+    use zoomhook::store::AppendOutcome;
+    let store = db.open_store().await;
+    let body = |n: i64| meeting_event(1, n);
+    // One event whose keys expire at once (a window of 0 ms), one kept for a week.
+    let mut short = body(0);
+    short.request_id = Some("short".into());
+    let mut long = body(1);
+    long.request_id = Some("long".into());
+    store.append_batch(vec![short], 0).await.unwrap();
+    store.append_batch(vec![long], WEEK_MS).await.unwrap();
+    let now = zoomhook::core::clock::now_millis() + 1;
+    let purged = store.purge_expired_dedupe_keys(now).await.unwrap();
+    assert!(purged >= 1, "the expired keys are purged: {purged}");
+    assert_eq!(
+        store.purge_expired_dedupe_keys(now).await.unwrap(),
+        0,
+        "and only once"
+    );
+    let mut again = body(1);
+    again.request_id = Some("long".into());
+    let out = store.append_batch(vec![again], WEEK_MS).await.unwrap();
+    assert!(
+        matches!(out[0], AppendOutcome::Duplicate { seq: 2, .. }),
+        "live keys survive the purge: {out:?}"
+    );
+}
