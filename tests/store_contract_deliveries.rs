@@ -464,10 +464,10 @@ async fn dedupe_key_purge_removes_only_expired_keys(db: TestDb) {
     store.append_batch(vec![short], 0).await.unwrap();
     store.append_batch(vec![long], WEEK_MS).await.unwrap();
     let now = zoomhook::core::clock::now_millis() + 1;
-    let purged = store.purge_expired_dedupe_keys(now).await.unwrap();
+    let purged = store.purge_expired_dedupe_keys(now, 1000).await.unwrap();
     assert!(purged >= 1, "the expired keys are purged: {purged}");
     assert_eq!(
-        store.purge_expired_dedupe_keys(now).await.unwrap(),
+        store.purge_expired_dedupe_keys(now, 1000).await.unwrap(),
         0,
         "and only once"
     );
