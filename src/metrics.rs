@@ -17,35 +17,154 @@
 //! | `zoomhook_delivery_queue_depth` | gauge | deliveries pending or being sent |
 //! | `zoomhook_delivery_oldest_pending_seconds` | gauge | age of the oldest of them |
 
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use tokio::task::JoinHandle;
 
-/// Installs the global recorder (once per process) and returns a handle that renders `/metrics`.
-pub fn install() -> PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let latency = [
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ];
-            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("zoomhook_commit_batch_size".into()),
-                        &sizes,
-                    )
-                });
-            match builder.and_then(|b| b.install_recorder()) {
-                Ok(handle) => handle,
-                // Another recorder is installed (e.g. a second server in one test process):
-                // render from a private recorder so /metrics still answers.
-                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
+// Why a recorder per server, and how: the `metrics` macros write to one process-wide recorder,
+// so two servers in one process (tests, an embedding application, a restart in place) would show
+// each other's counts on `/metrics`. The process-wide recorder is therefore a router
+// ([`Routing`]) that hands each metric to the recorder of the server whose task records it: a
+// server runs its tasks inside [`ServerMetrics::scope`] (a Tokio task-local), and tasks it spawns
+// inherit it through [`spawn`]. Code outside any server (CLI commands) records to a fallback.
+tokio::task_local! {
+    static CURRENT: Arc<PrometheusRecorder>;
+}
+
+/// The process-wide recorder: forwards to the current server's recorder, else to `fallback`.
+struct Routing {
+    fallback: Arc<PrometheusRecorder>,
+}
+
+impl Routing {
+    fn with<T>(&self, f: impl FnOnce(&PrometheusRecorder) -> T) -> T {
+        match CURRENT.try_with(|r| Arc::clone(r)) {
+            Ok(recorder) => f(&recorder),
+            Err(_) => f(&self.fallback),
+        }
+    }
+}
+
+impl Recorder for Routing {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_counter(key, unit, description))
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_gauge(key, unit, description))
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_histogram(key, unit, description))
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.with(|r| r.register_counter(key, metadata))
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.with(|r| r.register_gauge(key, metadata))
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.with(|r| r.register_histogram(key, metadata))
+    }
+}
+
+/// A recorder with zoomhook's histogram buckets.
+fn new_recorder() -> PrometheusRecorder {
+    let latency = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full("zoomhook_commit_batch_size".into()), &sizes)
         })
-        .clone()
+        .unwrap_or_else(|_| PrometheusBuilder::new())
+        .build_recorder()
+}
+
+/// Installs the routing recorder, once per process. If another recorder was installed first (an
+/// application embedding zoomhook), servers still render their own metrics when their code runs
+/// inside their scope — as long as that recorder forwards nothing, there is nothing to mix.
+fn install_routing() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let routing = Routing {
+            fallback: Arc::new(new_recorder()),
+        };
+        if metrics::set_global_recorder(routing).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics may be incomplete");
+        }
+    });
+}
+
+/// The metrics of one server: its own recorder, and the handle that renders `/metrics`.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl ServerMetrics {
+    /// A fresh, empty set of metrics for a server starting in this process.
+    pub fn new() -> ServerMetrics {
+        install_routing();
+        let recorder = new_recorder();
+        let handle = recorder.handle();
+        ServerMetrics {
+            recorder: Arc::new(recorder),
+            handle,
+        }
+    }
+
+    /// Runs `future` (and, through [`spawn`], the tasks it spawns) recording into these metrics.
+    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(Arc::clone(&self.recorder), future)
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram samples into their buckets; run periodically so memory stays bounded
+    /// between scrapes.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics::new()
+    }
+}
+
+/// `tokio::spawn`, keeping the spawning task's server metrics (task-locals are not inherited).
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match CURRENT.try_with(|r| Arc::clone(r)) {
+        Ok(recorder) => tokio::spawn(CURRENT.scope(recorder, future)),
+        Err(_) => tokio::spawn(future),
+    }
+}
+
+/// The current server's recorder, for a plain thread to record into with [`on_thread`].
+pub fn current() -> Option<Arc<PrometheusRecorder>> {
+    CURRENT.try_with(|r| Arc::clone(r)).ok()
+}
+
+/// Runs `f` on a plain thread recording into `recorder` (from [`current`]), if any.
+pub fn on_thread<T>(recorder: Option<&Arc<PrometheusRecorder>>, f: impl FnOnce() -> T) -> T {
+    match recorder {
+        Some(recorder) => metrics::with_local_recorder(recorder.as_ref(), f),
+        None => f(),
+    }
 }
 
 /// One webhook request finished.

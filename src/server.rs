@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -31,7 +30,8 @@ pub struct Shared {
     pub store: Arc<dyn EventStore>,
     /// The only way events enter the log: through group commit.
     pub appender: EventAppender,
-    pub metrics: PrometheusHandle,
+    /// This server's own metrics (`/metrics`), separate from any other server in the process.
+    pub metrics: metrics::ServerMetrics,
     /// Bumped after each append so the log readers (sync, fan-out) pick new events up at once.
     pub log_advanced: watch::Sender<u64>,
     /// Woken when deliveries become due (fan-out, replay, manual retry).
@@ -106,7 +106,7 @@ pub async fn run(
         config: Arc::new(config),
         store,
         appender,
-        metrics: metrics::install(),
+        metrics: metrics::ServerMetrics::new(),
         log_advanced: watch::channel(0).0,
         deliveries_queued: Arc::new(Notify::new()),
         subscriptions_changed: watch::channel(0).0,

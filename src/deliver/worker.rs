@@ -98,7 +98,7 @@ pub async fn run(
 ) {
     let (done_tx, done_rx) = mpsc::channel::<(Completion, Arc<AtomicI64>)>(4096);
     let freed = Arc::new(Notify::new());
-    let writer = tokio::spawn(write_completions(
+    let writer = crate::metrics::spawn(write_completions(
         Arc::clone(&deliverer),
         done_rx,
         Arc::clone(&freed),
@@ -197,7 +197,7 @@ pub async fn run(
                     done_tx.clone(),
                     Arc::clone(&slot.in_flight),
                 );
-                tokio::spawn(async move {
+                crate::metrics::spawn(async move {
                     let completion = send(&deliverer, &sub, delivery, lease).await;
                     // The writer frees the slot once the outcome is stored.
                     let _ = done.send((completion, in_flight)).await;

@@ -88,7 +88,7 @@ impl EventAppender {
         // growing memory without limit.
         let (queue, rx) = mpsc::channel(MAX_BATCH * 8);
         let health = Arc::new(CommitHealth::default());
-        let task = tokio::spawn(run_committer(
+        let task = m::spawn(run_committer(
             store,
             dedupe_window_ms,
             rx,

@@ -245,9 +245,12 @@ fn spawn_checkpointer(
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
     let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let recorder = crate::metrics::current();
     let checkpoint = move || {
         let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        metrics::gauge!("zoomhook_sqlite_wal_bytes").set(wal_bytes as f64);
+        crate::metrics::on_thread(recorder.as_ref(), || {
+            metrics::gauge!("zoomhook_sqlite_wal_bytes").set(wal_bytes as f64);
+        });
         let mode = if wal_bytes > wal_limit {
             "TRUNCATE"
         } else {
