@@ -74,20 +74,28 @@ pub fn check_ip(source: &SourceConfig, peer: IpAddr) -> Result<(), Rejection> {
     }
 }
 
-/// Verifies headers and body. On success returns the secret that verified the signature (the
-/// URL-validation answer must be computed with that same secret), if the source has secrets.
-pub fn verify_request<'a>(
+/// The part of verification that needs the body: the signature over it. Returned by
+/// [`verify_headers`] once every other check has passed.
+pub struct PendingSignature<'a, 'h> {
     source: &'a SourceConfig,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Option<&'a Secret>, Rejection> {
+    /// `(x-zm-request-timestamp, x-zm-signature)` when the source has secrets.
+    signed: Option<(&'h str, &'h str)>,
+}
+
+/// Runs every check that needs no body — source configured, signature header well-formed,
+/// timestamp within tolerance, custom header, `authorization` — so an unauthenticated client is
+/// refused before it can make the server wait for (and hold) its body.
+pub fn verify_headers<'a, 'h>(
+    source: &'a SourceConfig,
+    headers: &'h HeaderMap,
+) -> Result<PendingSignature<'a, 'h>, Rejection> {
     if !source.has_any_check() {
         return Err(Rejection::NotConfigured(source.name.clone()));
     }
-    let signed_with = if source.secrets.is_empty() {
+    let signed = if source.secrets.is_empty() {
         None
     } else {
-        Some(verify_signature(source, headers, body)?)
+        Some(signature_headers(source, headers)?)
     };
     if let Some(custom) = &source.custom_header {
         let given = headers
@@ -99,7 +107,25 @@ pub fn verify_request<'a>(
         }
     }
     check_authorization(source, headers)?;
-    Ok(signed_with)
+    Ok(PendingSignature { source, signed })
+}
+
+impl<'a> PendingSignature<'a, '_> {
+    /// Verifies the signature over the raw body. On success returns the secret that verified it
+    /// (the URL-validation answer must be computed with that same secret), if the source has
+    /// secrets.
+    pub fn verify_body(&self, body: &[u8]) -> Result<Option<&'a Secret>, Rejection> {
+        let Some((timestamp, given)) = self.signed else {
+            return Ok(None);
+        };
+        // Try every active secret (two during rotation); each comparison is constant-time.
+        self.source
+            .secrets
+            .iter()
+            .find(|secret| signature::verify(secret.expose().as_bytes(), timestamp, body, given))
+            .map(Some)
+            .ok_or(Rejection::BadSignature)
+    }
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, Rejection> {
@@ -109,11 +135,11 @@ fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, Rej
         .ok_or(Rejection::MissingHeader(name))
 }
 
-fn verify_signature<'a>(
-    source: &'a SourceConfig,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<&'a Secret, Rejection> {
+/// The signature and timestamp headers, checked for shape and freshness.
+fn signature_headers<'h>(
+    source: &SourceConfig,
+    headers: &'h HeaderMap,
+) -> Result<(&'h str, &'h str), Rejection> {
     let given = header(headers, SIGNATURE_HEADER)?;
     let timestamp = header(headers, TIMESTAMP_HEADER)?;
     let ts: i64 = timestamp
@@ -128,12 +154,10 @@ fn verify_signature<'a>(
             tolerance_secs: tolerance,
         });
     }
-    // Try every active secret (two during rotation); each comparison is constant-time.
-    source
-        .secrets
-        .iter()
-        .find(|secret| signature::verify(secret.expose().as_bytes(), timestamp, body, given))
-        .ok_or(Rejection::BadSignature)
+    if !signature::is_well_formed(given) {
+        return Err(Rejection::BadSignature);
+    }
+    Ok((timestamp, given))
 }
 
 fn check_authorization(source: &SourceConfig, headers: &HeaderMap) -> Result<(), Rejection> {
