@@ -8,6 +8,10 @@
 //! keeps the reservation until it is answered, because the body stays in memory until its
 //! commit. When the budget is spent the request gets 503 at once rather than a place in a queue
 //! that would itself grow without bound; Zoom retries 5xx.
+//!
+//! Bodies up to [`UNCOUNTED_BODY_BYTES`] are not counted. The connection cap already bounds them
+//! (`max_connections` × 64 KiB), and counting them would let a few forged multi-megabyte bodies
+//! starve the ordinary webhooks, which are a few kilobytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +27,8 @@ use crate::http_error::HttpError;
 
 /// Seconds a client is asked to wait when the body budget is spent (`Retry-After`).
 const RETRY_AFTER_SECS: &str = "1";
+/// Bodies up to this size do not take from the budget (see the module comment).
+pub const UNCOUNTED_BODY_BYTES: usize = 64 * 1024;
 /// First allocation for a body of unknown length (chunked); grows as chunks arrive.
 const UNKNOWN_LENGTH_CAPACITY: usize = 16 * 1024;
 
@@ -140,7 +146,9 @@ pub async fn read_body(
     }
     let declared = declared.map(|len| len as usize);
     let mut reservation = Reservation { permit: None };
-    budget.grow(&mut reservation, declared.unwrap_or(0))?;
+    if let Some(len) = declared.filter(|len| *len > UNCOUNTED_BODY_BYTES) {
+        budget.grow(&mut reservation, len)?;
+    }
     // One allocation of the final size: no chunk list to copy at the end, and no growth pattern
     // that leaves freed fragments of several sizes behind in the allocator.
     let capacity = declared.unwrap_or(UNKNOWN_LENGTH_CAPACITY);
@@ -170,9 +178,9 @@ async fn collect_into(
             return Err(BodyError::TooLarge { limit });
         }
         // Only chunked bodies get here with more than they reserved (hyper ends a body at its
-        // declared Content-Length).
+        // declared Content-Length); past the uncounted size they count in full.
         let reserved = BodyBudget::reserved(reservation);
-        if needed > reserved {
+        if needed > UNCOUNTED_BODY_BYTES && needed > reserved {
             budget.grow(reservation, needed - reserved)?;
         }
         buffer.extend_from_slice(&data);

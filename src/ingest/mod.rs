@@ -17,7 +17,7 @@ pub mod verify;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +25,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::config::{DEFAULT_SOURCE, SourceConfig};
+use crate::config::{DEFAULT_SOURCE, Secret, SourceConfig};
 use crate::core::clock::now_millis;
 use crate::http_error::HttpError;
 use crate::metrics as m;
@@ -179,7 +179,7 @@ async fn handle(
             };
         }
     };
-    let signed_with = match pending.verify_body(&body) {
+    let signed_with = match verify_body(pending, &body).await {
         Ok(secret) => secret,
         Err(rejection) => return unauthorized(source, peer, rejection),
     };
@@ -201,7 +201,7 @@ async fn handle(
         return answer_url_validation(
             state,
             source,
-            signed_with.map(|s| s.expose()),
+            signed_with.as_ref().map(|s| s.expose()),
             &envelope,
             new_event,
         )
@@ -225,6 +225,26 @@ async fn handle(
         outcome,
         event: event_label,
         response,
+    }
+}
+
+/// Checks the signature over the body. A large body's HMAC costs milliseconds of CPU; computed
+/// on a blocking thread, forged large bodies cannot hold up the async workers that serve every
+/// other connection (the body budget bounds how many such threads there can be).
+async fn verify_body(
+    pending: verify::PendingSignature,
+    body: &Bytes,
+) -> Result<Option<Secret>, verify::Rejection> {
+    if body.len() <= body::UNCOUNTED_BODY_BYTES {
+        return pending.verify_body(body);
+    }
+    let body = body.clone();
+    match tokio::task::spawn_blocking(move || pending.verify_body(&body)).await {
+        Ok(verdict) => verdict,
+        Err(error) => {
+            tracing::error!(%error, "signature check did not complete; refusing the request");
+            Err(verify::Rejection::BadSignature)
+        }
     }
 }
 

@@ -75,20 +75,26 @@ pub fn check_ip(source: &SourceConfig, peer: IpAddr) -> Result<(), Rejection> {
 }
 
 /// The part of verification that needs the body: the signature over it. Returned by
-/// [`verify_headers`] once every other check has passed.
-pub struct PendingSignature<'a, 'h> {
-    source: &'a SourceConfig,
-    /// `(x-zm-request-timestamp, x-zm-signature)` when the source has secrets.
-    signed: Option<(&'h str, &'h str)>,
+/// [`verify_headers`] once every other check has passed. It owns what it needs, so a large
+/// body's HMAC can be computed on a blocking thread.
+pub struct PendingSignature {
+    signed: Option<SignedHeaders>,
+}
+
+struct SignedHeaders {
+    timestamp: String,
+    signature: String,
+    /// The source's active secrets (two during rotation).
+    secrets: Vec<Secret>,
 }
 
 /// Runs every check that needs no body — source configured, signature header well-formed,
 /// timestamp within tolerance, custom header, `authorization` — so an unauthenticated client is
 /// refused before it can make the server wait for (and hold) its body.
-pub fn verify_headers<'a, 'h>(
-    source: &'a SourceConfig,
-    headers: &'h HeaderMap,
-) -> Result<PendingSignature<'a, 'h>, Rejection> {
+pub fn verify_headers(
+    source: &SourceConfig,
+    headers: &HeaderMap,
+) -> Result<PendingSignature, Rejection> {
     if !source.has_any_check() {
         return Err(Rejection::NotConfigured(source.name.clone()));
     }
@@ -107,23 +113,30 @@ pub fn verify_headers<'a, 'h>(
         }
     }
     check_authorization(source, headers)?;
-    Ok(PendingSignature { source, signed })
+    Ok(PendingSignature { signed })
 }
 
-impl<'a> PendingSignature<'a, '_> {
+impl PendingSignature {
     /// Verifies the signature over the raw body. On success returns the secret that verified it
     /// (the URL-validation answer must be computed with that same secret), if the source has
     /// secrets.
-    pub fn verify_body(&self, body: &[u8]) -> Result<Option<&'a Secret>, Rejection> {
-        let Some((timestamp, given)) = self.signed else {
+    pub fn verify_body(&self, body: &[u8]) -> Result<Option<Secret>, Rejection> {
+        let Some(signed) = &self.signed else {
             return Ok(None);
         };
         // Try every active secret (two during rotation); each comparison is constant-time.
-        self.source
+        signed
             .secrets
             .iter()
-            .find(|secret| signature::verify(secret.expose().as_bytes(), timestamp, body, given))
-            .map(Some)
+            .find(|secret| {
+                signature::verify(
+                    secret.expose().as_bytes(),
+                    &signed.timestamp,
+                    body,
+                    &signed.signature,
+                )
+            })
+            .map(|secret| Some(secret.clone()))
             .ok_or(Rejection::BadSignature)
     }
 }
@@ -136,10 +149,10 @@ fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, Rej
 }
 
 /// The signature and timestamp headers, checked for shape and freshness.
-fn signature_headers<'h>(
+fn signature_headers(
     source: &SourceConfig,
-    headers: &'h HeaderMap,
-) -> Result<(&'h str, &'h str), Rejection> {
+    headers: &HeaderMap,
+) -> Result<SignedHeaders, Rejection> {
     let given = header(headers, SIGNATURE_HEADER)?;
     let timestamp = header(headers, TIMESTAMP_HEADER)?;
     let ts: i64 = timestamp
@@ -157,7 +170,11 @@ fn signature_headers<'h>(
     if !signature::is_well_formed(given) {
         return Err(Rejection::BadSignature);
     }
-    Ok((timestamp, given))
+    Ok(SignedHeaders {
+        timestamp: timestamp.to_owned(),
+        signature: given.to_owned(),
+        secrets: source.secrets.clone(),
+    })
 }
 
 fn check_authorization(source: &SourceConfig, headers: &HeaderMap) -> Result<(), Rejection> {

@@ -4,6 +4,7 @@
 //! test checks the scheme itself).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod receiver;
 
 use std::path::PathBuf;
