@@ -299,7 +299,14 @@ both_backends!(
 #[tokio::test]
 async fn unauthenticated_requests_are_refused_before_the_body_arrives() {
     let db = TestDb::sqlite();
-    let server = TestServer::start(config(&db, &[])).await;
+    let server = TestServer::start(config(
+        &db,
+        &[
+            ("sources.zoom.token_client_id", "zoom-client"),
+            ("sources.zoom.token_client_secret", "zoom-client-secret"),
+        ],
+    ))
+    .await;
     let addr = server_addr(&server);
     let stale = now_secs() - 3600;
     let heads = [

@@ -113,3 +113,70 @@ fn open_files_limit() -> Option<u64> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, RawConfig};
+    use std::time::Duration;
+
+    fn resolve(env: &[(&str, &str)]) -> Result<Config, super::ConfigError> {
+        let mut raw = RawConfig::default();
+        raw.merge_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        Config::resolve(&raw)
+    }
+
+    #[test]
+    fn defaults_suit_a_small_vm() {
+        let limits = resolve(&[]).unwrap().limits;
+        assert_eq!(limits.max_connections, None);
+        let derived = limits.effective_max_connections();
+        assert!((16..=1024).contains(&derived), "{derived}");
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(limits.http2_max_concurrent_streams, 64);
+        assert_eq!(limits.max_body_bytes_in_flight, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn environment_sets_every_limit() {
+        let limits = resolve(&[
+            ("ZOOMHOOK_MAX_CONNECTIONS", "200"),
+            ("ZOOMHOOK_HEADER_READ_TIMEOUT", "2s"),
+            ("ZOOMHOOK_KEEP_ALIVE_TIMEOUT", "5m"),
+            ("ZOOMHOOK_HTTP2_MAX_CONCURRENT_STREAMS", "8"),
+            ("ZOOMHOOK_MAX_BODY_BYTES_IN_FLIGHT", "4194304"),
+        ])
+        .unwrap()
+        .limits;
+        assert_eq!(limits.effective_max_connections(), 200);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(limits.keep_alive_timeout, Duration::from_secs(300));
+        assert_eq!(limits.http2_max_concurrent_streams, 8);
+        assert_eq!(limits.max_body_bytes_in_flight, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_limits_name_their_key() {
+        for (var, value, key) in [
+            ("ZOOMHOOK_MAX_CONNECTIONS", "0", "max_connections"),
+            ("ZOOMHOOK_MAX_CONNECTIONS", "many", "max_connections"),
+            ("ZOOMHOOK_HEADER_READ_TIMEOUT", "0s", "header_read_timeout"),
+            ("ZOOMHOOK_KEEP_ALIVE_TIMEOUT", "soon", "keep_alive_timeout"),
+            (
+                "ZOOMHOOK_HTTP2_MAX_CONCURRENT_STREAMS",
+                "0",
+                "http2_max_concurrent_streams",
+            ),
+            // Smaller than one body (max_body_bytes, 2 MiB by default).
+            (
+                "ZOOMHOOK_MAX_BODY_BYTES_IN_FLIGHT",
+                "1048576",
+                "max_body_bytes_in_flight",
+            ),
+        ] {
+            let err = resolve(&[(var, value)]).unwrap_err();
+            assert_eq!(err.key, key, "{var}={value}: {err}");
+            assert_eq!(err.origin, var);
+        }
+    }
+}
