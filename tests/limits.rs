@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 /// The body budget allows 64 MiB of bodies; the rest is the process itself and its buffers.
 const FLOOD_RSS_BOUND_MIB: f64 = 160.0;
 /// Resident memory may exceed what it was before the flood by this much once the flood is over.
-const AFTER_FLOOD_GROWTH_MIB: f64 = 48.0;
+const AFTER_FLOOD_GROWTH_MIB: f64 = 24.0;
 
 /// A distinct, validly signed webhook body.
 fn event_body(n: i64) -> Vec<u8> {
@@ -146,7 +146,7 @@ fn start_flood(addr: &str, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
             }
         }));
     }
-    for _ in 0..4 {
+    for _ in 0..8 {
         // Forged signatures with full 2 MB bodies, again and again: the memory path.
         let addr = addr.to_owned();
         let stop = Arc::clone(stop);
@@ -192,7 +192,7 @@ async fn connection_flood_keeps_valid_webhooks_fast_and_memory_bounded(db: TestD
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut slowest = Duration::ZERO;
     let mut peak_during = 0.0f64;
-    for n in 1..=20 {
+    for n in 1..=10 {
         let started = Instant::now();
         let response = send(n).await.expect("valid webhook during the flood");
         let took = started.elapsed();
@@ -206,7 +206,7 @@ async fn connection_flood_keeps_valid_webhooks_fast_and_memory_bounded(db: TestD
     for task in flood {
         task.abort();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let after = binary.rss_mib();
     let peak = binary.peak_rss_mib();
     eprintln!(
@@ -227,7 +227,7 @@ async fn connection_flood_keeps_valid_webhooks_fast_and_memory_bounded(db: TestD
         .json::<Value>()
         .await
         .expect("json");
-    assert_eq!(stored["data"].as_array().map(Vec::len), Some(21));
+    assert_eq!(stored["data"].as_array().map(Vec::len), Some(11));
 }
 
 /// The body budget (`max_body_bytes_in_flight`): large bodies beyond it get 503 with
@@ -347,7 +347,10 @@ async fn unauthenticated_requests_are_refused_before_the_body_arrives() {
 fn short_timeouts(db: &TestDb) -> zoomhook::config::Config {
     config(
         db,
-        &[("header_read_timeout", "1s"), ("keep_alive_timeout", "4s")],
+        &[
+            ("header_read_timeout", "500ms"),
+            ("keep_alive_timeout", "2s"),
+        ],
     )
 }
 
@@ -358,14 +361,14 @@ async fn silent_and_trickling_connections_are_closed_after_header_read_timeout()
     let db = TestDb::sqlite();
     let server = TestServer::start(short_timeouts(&db)).await;
     let addr = server_addr(&server);
-    let limit = Duration::from_secs(3);
+    let limit = Duration::from_secs(2);
 
     let mut silent = TcpStream::connect(&addr).await.expect("connect");
     let took = closed_within(&mut silent, limit)
         .await
         .expect("silent socket closed");
     assert!(
-        took >= Duration::from_millis(800),
+        took >= Duration::from_millis(400),
         "not before the timeout: {took:?}"
     );
 
@@ -385,7 +388,7 @@ async fn silent_and_trickling_connections_are_closed_after_header_read_timeout()
         while let Ok(1..) = reader.read(&mut buf).await {}
     });
     assert!(closed.await.is_ok(), "trickle closed within {limit:?}");
-    assert!(started.elapsed() >= Duration::from_millis(800));
+    assert!(started.elapsed() >= Duration::from_millis(400));
     writing.abort();
 
     let mut h2 = TcpStream::connect(&addr).await.expect("connect");
@@ -416,29 +419,29 @@ async fn idle_keep_alive_connections_are_closed_after_keep_alive_timeout() {
     // The health body is tiny; read it so that later reads only see the close.
     let _ = tokio::time::timeout(Duration::from_millis(200), idle.read(&mut buf)).await;
     assert!(
-        closed_within(&mut idle, Duration::from_secs(2))
+        closed_within(&mut idle, Duration::from_millis(1200))
             .await
             .is_none(),
-        "still open after 2 s: the idle limit is keep_alive_timeout, not header_read_timeout"
+        "still open after 1.2 s: the idle limit is keep_alive_timeout, not header_read_timeout"
     );
     idle.write_all(get)
         .await
         .expect("second request on the same connection");
     assert_eq!(read_head(&mut idle).await.0, 200);
     let _ = tokio::time::timeout(Duration::from_millis(200), idle.read(&mut buf)).await;
-    let took = closed_within(&mut idle, Duration::from_secs(7))
+    let took = closed_within(&mut idle, Duration::from_secs(4))
         .await
         .expect("idle connection closed");
-    assert!(took >= Duration::from_secs(3), "closed after {took:?}");
+    assert!(took >= Duration::from_millis(1500), "closed after {took:?}");
 
     let mut reused = TcpStream::connect(&addr).await.expect("connect");
     reused.write_all(get).await.expect("request");
     assert_eq!(read_head(&mut reused).await.0, 200);
     let _ = tokio::time::timeout(Duration::from_millis(200), reused.read(&mut buf)).await;
     reused.write_all(b"GET /hea").await.expect("half a head");
-    let took = closed_within(&mut reused, Duration::from_secs(3))
+    let took = closed_within(&mut reused, Duration::from_millis(1500))
         .await
         .expect("half a head closed before the idle limit");
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
     server.stop().await;
 }

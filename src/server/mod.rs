@@ -7,6 +7,7 @@
 
 mod connection;
 mod listen;
+mod memory;
 
 use std::future::Future;
 use std::ops::Deref;
@@ -82,6 +83,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    memory::return_large_buffers_to_the_os();
     let store = store::open(&config.database_url, &store_options(&config))
         .await
         .with_context(|| {
