@@ -28,6 +28,23 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
     );
     println!("  max body          {} bytes", config.max_body_bytes);
     println!("  read timeout      {:?}", config.read_timeout);
+    let limits = &config.limits;
+    println!(
+        "  connections       at most {}{}; header timeout {:?}, idle timeout {:?}, {} HTTP/2 streams each",
+        limits.effective_max_connections(),
+        if limits.max_connections.is_none() {
+            " (auto, from ulimit -n)"
+        } else {
+            ""
+        },
+        limits.header_read_timeout,
+        limits.keep_alive_timeout,
+        limits.http2_max_concurrent_streams
+    );
+    println!(
+        "  body budget       {} bytes in flight",
+        limits.max_body_bytes_in_flight
+    );
     println!(
         "  dedupe window     {}",
         humantime::format_duration(config.dedupe_window)

@@ -68,6 +68,12 @@ pub struct ClientArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
+    ///
+    /// Every setting is a TOML key of --config and a ZOOMHOOK_<KEY> variable (see the README's
+    /// configuration table). Limits against hostile clients: max_connections (auto: from
+    /// ulimit -n), header_read_timeout (10s), keep_alive_timeout (60s),
+    /// http2_max_concurrent_streams (64), max_body_bytes (2 MiB), read_timeout (10s),
+    /// max_body_bytes_in_flight (64 MiB).
     Serve(ServerArgs),
     /// Run the server and feed it a signed, realistic meeting lifecycle.
     Demo(demo::DemoArgs),

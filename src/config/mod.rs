@@ -5,6 +5,7 @@
 //! given as files (`*_file` keys, `*_FILE` variables). [`Config::resolve`] validates everything at
 //! once and fails with an error that names the key, where it was set and the expected form.
 
+mod limits;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use ipnet::IpNet;
 
+pub use limits::Limits;
 pub use raw::{RawConfig, Setting};
 
 /// Name of the source served at `/webhooks/zoom`.
@@ -86,6 +88,8 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Time allowed for in-flight requests to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// Connection, header, idle and memory limits of the HTTP server.
+    pub limits: Limits,
     /// How long dedupe keys are kept.
     pub dedupe_window: Duration,
     /// How long a SQLite write waits for a lock before the request gets 503.
@@ -206,6 +210,12 @@ impl Config {
                 "expected sqlite://PATH or postgres://USER@HOST:PORT/DB",
             ));
         }
+        let max_body_bytes = r.parse(
+            "max_body_bytes",
+            "2097152",
+            "a size in bytes, e.g. 2097152",
+            |v| v.parse::<usize>().ok().filter(|n| *n >= 1024),
+        )?;
         let mut sources = BTreeMap::new();
         for name in r.source_names() {
             sources.insert(name.clone(), r.source(&name)?);
@@ -214,14 +224,10 @@ impl Config {
             listen,
             database_url,
             admin_token: r.secret("admin_token")?,
-            max_body_bytes: r.parse(
-                "max_body_bytes",
-                "2097152",
-                "a size in bytes, e.g. 2097152",
-                |v| v.parse::<usize>().ok().filter(|n| *n >= 1024),
-            )?,
+            max_body_bytes,
             read_timeout: r.duration("read_timeout", "10s")?,
             shutdown_timeout: r.duration("shutdown_timeout", "30s")?,
+            limits: Limits::resolve(&r, max_body_bytes)?,
             dedupe_window: r.duration("dedupe_window", "7d")?,
             sqlite_busy_timeout: r.duration("sqlite_busy_timeout", "2s")?,
             sqlite_wal_limit: r.parse(

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,9 +71,9 @@ pub async fn token_default(
     state: State<AppState>,
     query: Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: String,
+    body: Body,
 ) -> Response {
-    issue_for(&state, DEFAULT_SOURCE, &query, &headers, &body)
+    issue_for(&state, DEFAULT_SOURCE, &query, &headers, body).await
 }
 
 /// `POST /oauth/token/{source}` — a named source's token endpoint.
@@ -81,17 +82,22 @@ pub async fn token_named(
     Path(source): Path<String>,
     query: Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: String,
+    body: Body,
 ) -> Response {
-    issue_for(&state, &source, &query, &headers, &body)
+    issue_for(&state, &source, &query, &headers, body).await
 }
 
-fn issue_for(
+/// The largest token-request body read: Zoom sends an empty form, or `grant_type=…` alone.
+const MAX_TOKEN_FORM_BYTES: usize = 4096;
+
+/// Checks the client credentials first (they are in the headers), so an unauthenticated client
+/// never gets the server to wait for its body; then reads the small form within `read_timeout`.
+async fn issue_for(
     state: &AppState,
     source_name: &str,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
-    body: &str,
+    body: Body,
 ) -> Response {
     let Some(auth) = state
         .config
@@ -102,6 +108,24 @@ fn issue_for(
             "source `{source_name}` has no token authentication configured"
         ))
         .into_response();
+    };
+    if !client_credentials_valid(auth, headers) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client id or secret is wrong",
+        );
+    }
+    let read = axum::body::to_bytes(body, MAX_TOKEN_FORM_BYTES);
+    let body = match tokio::time::timeout(state.config.read_timeout, read).await {
+        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(Err(_)) | Err(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the form body is unreadable, too slow, or over 4096 bytes",
+            );
+        }
     };
     let form: HashMap<String, String> = body
         .split('&')
@@ -116,13 +140,25 @@ fn issue_for(
             "grant_type must be client_credentials",
         );
     }
+    let token = issue(auth, source_name, now_secs() + TOKEN_TTL_SECS);
+    // Zoom's documentation shows expires_in as a string; answer the same form.
+    Json(json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": (TOKEN_TTL_SECS - 1).to_string(),
+    }))
+    .into_response()
+}
+
+/// `authorization: Basic base64(client_id:client_secret)` matches the source's credentials.
+fn client_credentials_valid(auth: &TokenAuth, headers: &HeaderMap) -> bool {
     let credentials = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| strip_scheme(v, "basic"))
         .and_then(|b| STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok());
-    let valid = credentials
+    credentials
         .as_deref()
         .and_then(|c| c.split_once(':'))
         .is_some_and(|(id, secret)| {
@@ -133,22 +169,7 @@ fn issue_for(
                 auth.client_secret.expose().as_bytes(),
             );
             id_ok & secret_ok
-        });
-    if !valid {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client id or secret is wrong",
-        );
-    }
-    let token = issue(auth, source_name, now_secs() + TOKEN_TTL_SECS);
-    // Zoom's documentation shows expires_in as a string; answer the same form.
-    Json(json!({
-        "access_token": token,
-        "token_type": "bearer",
-        "expires_in": (TOKEN_TTL_SECS - 1).to_string(),
-    }))
-    .into_response()
+        })
 }
 
 fn oauth_error(status: StatusCode, error: &'static str, detail: &str) -> Response {

@@ -1,11 +1,17 @@
 //! The receiver: `POST /webhooks/zoom` and `POST /webhooks/zoom/{source}`.
 //!
 //! Order of work for one request, cheapest rejection first:
-//! source known → IP allowed → body read (size limit, read timeout) → signature and header checks
-//! over the **raw bytes** → envelope parsed → URL-validation challenge answered, or the event
-//! appended through group commit → 200 only after the commit is durable, 503 if it could not be.
+//! source known → IP allowed → every header check (signature present and well-formed, timestamp
+//! fresh, Basic/Bearer/custom header/verification token) → body reserved in the global budget
+//! and read (size limit, read timeout) → signature over the **raw bytes** → envelope parsed →
+//! URL-validation challenge answered, or the event appended through group commit → 200 only
+//! after the commit is durable, 503 if it could not be.
+//!
+//! Nothing that can be decided from the headers waits for the body: an unauthenticated client
+//! never gets the server to hold (or wait for) up to `max_body_bytes` of its data.
 
 pub mod bearer;
+pub mod body;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -17,10 +23,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
-use crate::config::{DEFAULT_SOURCE, SourceConfig};
+use crate::config::{DEFAULT_SOURCE, Secret, SourceConfig};
 use crate::core::clock::now_millis;
 use crate::http_error::HttpError;
 use crate::metrics as m;
@@ -116,6 +121,14 @@ async fn receive(
     answer.response
 }
 
+fn unauthorized(source: &SourceConfig, peer: SocketAddr, rejection: verify::Rejection) -> Answer {
+    tracing::warn!(source = %source.name, %peer, reason = rejection.reason(), "rejected webhook");
+    rejected(
+        "unauthorized",
+        HttpError::unauthorized(rejection.to_string()),
+    )
+}
+
 fn rejected(outcome: &'static str, error: HttpError) -> Answer {
     Answer {
         outcome,
@@ -138,19 +151,37 @@ async fn handle(
             HttpError::new(StatusCode::FORBIDDEN, "forbidden", rejection.to_string()),
         );
     }
-    let body = match read_body(state, headers, body).await {
-        Ok(body) => body,
-        Err(error) => return rejected("bad_body", error),
+    let pending = match verify::verify_headers(source, headers) {
+        Ok(pending) => pending,
+        Err(rejection) => return unauthorized(source, peer, rejection),
     };
-    let signed_with = match verify::verify_request(source, headers, &body) {
-        Ok(secret) => secret,
-        Err(rejection) => {
-            tracing::warn!(source = %source.name, %peer, reason = rejection.reason(), "rejected webhook");
-            return rejected(
-                "unauthorized",
-                HttpError::unauthorized(rejection.to_string()),
-            );
+    let config = &state.config;
+    // The reservation lives until the answer: the body stays in memory until it is committed.
+    let (body, _reservation) = match body::read_body(
+        &state.body_budget,
+        headers,
+        body,
+        config.max_body_bytes,
+        config.read_timeout,
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(error) => {
+            let outcome = match error {
+                body::BodyError::Busy => "overloaded",
+                _ => "bad_body",
+            };
+            return Answer {
+                outcome,
+                event: "unverified".into(),
+                response: error.into_response(&state.body_budget),
+            };
         }
+    };
+    let signed_with = match verify_body(pending, &body).await {
+        Ok(secret) => secret,
+        Err(rejection) => return unauthorized(source, peer, rejection),
     };
     let envelope = match Envelope::parse(&body) {
         Ok(envelope) => envelope,
@@ -170,7 +201,7 @@ async fn handle(
         return answer_url_validation(
             state,
             source,
-            signed_with.map(|s| s.expose()),
+            signed_with.as_ref().map(|s| s.expose()),
             &envelope,
             new_event,
         )
@@ -194,6 +225,26 @@ async fn handle(
         outcome,
         event: event_label,
         response,
+    }
+}
+
+/// Checks the signature over the body. A large body's HMAC costs milliseconds of CPU; computed
+/// on a blocking thread, forged large bodies cannot hold up the async workers that serve every
+/// other connection (the body budget bounds how many such threads there can be).
+async fn verify_body(
+    pending: verify::PendingSignature,
+    body: &Bytes,
+) -> Result<Option<Secret>, verify::Rejection> {
+    if body.len() <= body::UNCOUNTED_BODY_BYTES {
+        return pending.verify_body(body);
+    }
+    let body = body.clone();
+    match tokio::task::spawn_blocking(move || pending.verify_body(&body)).await {
+        Ok(verdict) => verdict,
+        Err(error) => {
+            tracing::error!(%error, "signature check did not complete; refusing the request");
+            Err(verify::Rejection::BadSignature)
+        }
     }
 }
 
@@ -235,41 +286,6 @@ async fn answer_url_validation(
         event: URL_VALIDATION_EVENT.into(),
         response: Json(json!({"plainToken": plain_token, "encryptedToken": encrypted}))
             .into_response(),
-    }
-}
-
-/// Reads the whole body within the size limit and the read timeout.
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, HttpError> {
-    let limit = state.config.max_body_bytes;
-    let too_large = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("body exceeds the limit of {limit} bytes (max_body_bytes)"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout(state.config.read_timeout, collect).await {
-        Err(_) => Err(HttpError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!(
-                "the body was not received within {:?} (read_timeout)",
-                state.config.read_timeout
-            ),
-        )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(HttpError::bad_request(format!(
-            "could not read the body: {e}"
-        ))),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 

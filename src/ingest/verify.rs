@@ -74,20 +74,34 @@ pub fn check_ip(source: &SourceConfig, peer: IpAddr) -> Result<(), Rejection> {
     }
 }
 
-/// Verifies headers and body. On success returns the secret that verified the signature (the
-/// URL-validation answer must be computed with that same secret), if the source has secrets.
-pub fn verify_request<'a>(
-    source: &'a SourceConfig,
+/// The part of verification that needs the body: the signature over it. Returned by
+/// [`verify_headers`] once every other check has passed. It owns what it needs, so a large
+/// body's HMAC can be computed on a blocking thread.
+pub struct PendingSignature {
+    signed: Option<SignedHeaders>,
+}
+
+struct SignedHeaders {
+    timestamp: String,
+    signature: String,
+    /// The source's active secrets (two during rotation).
+    secrets: Vec<Secret>,
+}
+
+/// Runs every check that needs no body — source configured, signature header well-formed,
+/// timestamp within tolerance, custom header, `authorization` — so an unauthenticated client is
+/// refused before it can make the server wait for (and hold) its body.
+pub fn verify_headers(
+    source: &SourceConfig,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Option<&'a Secret>, Rejection> {
+) -> Result<PendingSignature, Rejection> {
     if !source.has_any_check() {
         return Err(Rejection::NotConfigured(source.name.clone()));
     }
-    let signed_with = if source.secrets.is_empty() {
+    let signed = if source.secrets.is_empty() {
         None
     } else {
-        Some(verify_signature(source, headers, body)?)
+        Some(signature_headers(source, headers)?)
     };
     if let Some(custom) = &source.custom_header {
         let given = headers
@@ -99,7 +113,32 @@ pub fn verify_request<'a>(
         }
     }
     check_authorization(source, headers)?;
-    Ok(signed_with)
+    Ok(PendingSignature { signed })
+}
+
+impl PendingSignature {
+    /// Verifies the signature over the raw body. On success returns the secret that verified it
+    /// (the URL-validation answer must be computed with that same secret), if the source has
+    /// secrets.
+    pub fn verify_body(&self, body: &[u8]) -> Result<Option<Secret>, Rejection> {
+        let Some(signed) = &self.signed else {
+            return Ok(None);
+        };
+        // Try every active secret (two during rotation); each comparison is constant-time.
+        signed
+            .secrets
+            .iter()
+            .find(|secret| {
+                signature::verify(
+                    secret.expose().as_bytes(),
+                    &signed.timestamp,
+                    body,
+                    &signed.signature,
+                )
+            })
+            .map(|secret| Some(secret.clone()))
+            .ok_or(Rejection::BadSignature)
+    }
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, Rejection> {
@@ -109,11 +148,11 @@ fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, Rej
         .ok_or(Rejection::MissingHeader(name))
 }
 
-fn verify_signature<'a>(
-    source: &'a SourceConfig,
+/// The signature and timestamp headers, checked for shape and freshness.
+fn signature_headers(
+    source: &SourceConfig,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<&'a Secret, Rejection> {
+) -> Result<SignedHeaders, Rejection> {
     let given = header(headers, SIGNATURE_HEADER)?;
     let timestamp = header(headers, TIMESTAMP_HEADER)?;
     let ts: i64 = timestamp
@@ -128,12 +167,14 @@ fn verify_signature<'a>(
             tolerance_secs: tolerance,
         });
     }
-    // Try every active secret (two during rotation); each comparison is constant-time.
-    source
-        .secrets
-        .iter()
-        .find(|secret| signature::verify(secret.expose().as_bytes(), timestamp, body, given))
-        .ok_or(Rejection::BadSignature)
+    if !signature::is_well_formed(given) {
+        return Err(Rejection::BadSignature);
+    }
+    Ok(SignedHeaders {
+        timestamp: timestamp.to_owned(),
+        signature: given.to_owned(),
+        secrets: source.secrets.clone(),
+    })
 }
 
 fn check_authorization(source: &SourceConfig, headers: &HeaderMap) -> Result<(), Rejection> {

@@ -42,6 +42,16 @@ pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     format!("v0={}", hex::encode(digest))
 }
 
+/// Whether a received `x-zm-signature` value has the scheme's shape (`v0=` and 64 hex digits).
+/// The receiver checks this before reading the body, so a request that cannot possibly verify
+/// is refused without ever holding its body in memory.
+pub fn is_well_formed(header_value: &str) -> bool {
+    header_value
+        .trim()
+        .strip_prefix("v0=")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Checks a received `x-zm-signature` header value against `body` and `timestamp`.
 ///
 /// The comparison is constant-time (`Mac::verify_slice`): a byte-by-byte early exit would let an

@@ -6,6 +6,7 @@
 
 pub mod contract;
 pub mod delivery;
+pub mod binary;
 pub mod receiver;
 
 use std::path::PathBuf;

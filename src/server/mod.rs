@@ -1,9 +1,15 @@
 //! Assembling and running the server: `run(config, listener, shutdown)` is the one entry point,
 //! used by `zoomhook serve`, `zoomhook demo` and the integration tests (which pass a listener
 //! bound to an ephemeral port).
+//!
+//! `listen.rs` is the accept loop (connection cap, graceful stop); `connection.rs` is the
+//! per-connection watchdog (header and idle timeouts, eviction at the cap).
+
+mod connection;
+mod listen;
+mod memory;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::Config;
 use crate::core::clock::now_millis;
 use crate::deliver::ssrf::SsrfPolicy;
+use crate::ingest::body::BodyBudget;
 use crate::store::group_commit::EventAppender;
 use crate::store::{self, EventStore, StoreOptions};
 use crate::{api, deliver, ingest, metrics, sync};
@@ -42,6 +49,8 @@ pub struct Shared {
     /// What outbound destinations may be (checked when a subscription is saved, and again on
     /// every connection).
     pub ssrf: Arc<SsrfPolicy>,
+    /// Body bytes all webhook requests together may hold (`max_body_bytes_in_flight`).
+    pub body_budget: BodyBudget,
 }
 
 impl Deref for AppState {
@@ -79,6 +88,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    memory::return_large_buffers_to_the_os();
     let store = store::open(&config.database_url, &store_options(&config))
         .await
         .with_context(|| {
@@ -102,6 +112,8 @@ pub async fn run(
         .context("reading the listener address")?;
     warn_about_unverifiable_sources(&config);
     let ssrf = Arc::new(SsrfPolicy::new(config.delivery.allow_cidrs.clone()));
+    let body_budget = BodyBudget::new(config.limits.max_body_bytes_in_flight);
+    let limits = config.limits.clone();
     let state = AppState(Arc::new(Shared {
         config: Arc::new(config),
         store,
@@ -111,8 +123,9 @@ pub async fn run(
         deliveries_queued: Arc::new(Notify::new()),
         subscriptions_changed: watch::channel(0).0,
         ssrf,
+        body_budget,
     }));
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone());
     tracing::info!(listen = %local, "zoomhook is listening; webhooks at /webhooks/zoom");
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -127,18 +140,20 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let delivery = start_delivery(&state, &stop_rx)?;
-    let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = graceful_rx.wait_for(|stopped| *stopped).await;
-        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    let mut server = tokio::spawn({
+        let stop = stop_rx.clone();
+        async move { listen::serve(listener, app, &limits, stop).await }
     });
-    let server = tokio::spawn(async move { server.await });
     tokio::select! {
-        result = server => result.context("server task")?.context("serving HTTP")?,
+        result = &mut server => result.context("server task")?.context("serving HTTP")?,
         _ = async {
             let _ = stop_rx.wait_for(|stopped| *stopped).await;
             tokio::time::sleep(shutdown_timeout).await;
-        } => tracing::warn!(?shutdown_timeout, "in-flight requests did not finish in time; stopping anyway"),
+        } => {
+            tracing::warn!(?shutdown_timeout, "in-flight requests did not finish in time; stopping anyway");
+            // Ends every connection task, and with them their handles on the commit queue.
+            server.abort();
+        }
     }
     // Dropping the last handles closes the commit queue; the committer commits what is queued
     // and ends. In-flight requests that were cut off above never got a 2xx, so nothing is lost.
