@@ -12,6 +12,8 @@
 //! | `zoomhook_sync_lag_events` | gauge | log head − sync cursor |
 //! | `zoomhook_sync_applied_events_total` | counter | events applied by the sync reader |
 //! | `zoomhook_sync_batch_seconds` | histogram | duration of one sync batch |
+//! | `zoomhook_sync_quarantined_total` | counter | log entries sync skipped because they could not be applied |
+//! | `zoomhook_sqlite_wal_bytes` | gauge | size of the SQLite WAL file (bounded by `sqlite_wal_limit`) |
 //! | `zoomhook_deliveries_total` | counter | `subscription`, `outcome` (succeeded, retry, failed) |
 //! | `zoomhook_delivery_attempt_seconds` | histogram | duration of one attempt |
 //! | `zoomhook_delivery_queue_depth` | gauge | deliveries pending or being sent |
@@ -22,7 +24,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use tokio::task::JoinHandle;
 
 // Why a recorder per server, and how: the `metrics` macros write to one process-wide recorder,
@@ -35,17 +39,25 @@ tokio::task_local! {
     static CURRENT: Arc<PrometheusRecorder>;
 }
 
-/// The process-wide recorder: forwards to the current server's recorder, else to `fallback`.
-struct Routing {
-    fallback: Arc<PrometheusRecorder>,
+/// What code outside any server records into (CLI commands).
+fn fallback() -> &'static Arc<PrometheusRecorder> {
+    static FALLBACK: OnceLock<Arc<PrometheusRecorder>> = OnceLock::new();
+    FALLBACK.get_or_init(|| Arc::new(new_recorder()))
 }
+
+/// The recorder of the server whose task is running, else the fallback.
+fn current_or_fallback() -> Arc<PrometheusRecorder> {
+    CURRENT
+        .try_with(Arc::clone)
+        .unwrap_or_else(|_| Arc::clone(fallback()))
+}
+
+/// The process-wide recorder: forwards to the current server's recorder, else to the fallback.
+struct Routing;
 
 impl Routing {
     fn with<T>(&self, f: impl FnOnce(&PrometheusRecorder) -> T) -> T {
-        match CURRENT.try_with(|r| Arc::clone(r)) {
-            Ok(recorder) => f(&recorder),
-            Err(_) => f(&self.fallback),
-        }
+        f(&current_or_fallback())
     }
 }
 
@@ -91,10 +103,7 @@ fn new_recorder() -> PrometheusRecorder {
 fn install_routing() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        let routing = Routing {
-            fallback: Arc::new(new_recorder()),
-        };
-        if metrics::set_global_recorder(routing).is_err() {
+        if metrics::set_global_recorder(Routing).is_err() {
             tracing::warn!("another metrics recorder is installed; /metrics may be incomplete");
         }
     });
@@ -142,21 +151,24 @@ impl Default for ServerMetrics {
     }
 }
 
-/// `tokio::spawn`, keeping the spawning task's server metrics (task-locals are not inherited).
+/// `future`, recording into the metrics of the server whose task creates it: wrap what is
+/// handed to another task (task-locals are not inherited by spawned tasks).
+pub fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(current_or_fallback(), future)
+}
+
+/// `tokio::spawn`, keeping the spawning task's server metrics.
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match CURRENT.try_with(|r| Arc::clone(r)) {
-        Ok(recorder) => tokio::spawn(CURRENT.scope(recorder, future)),
-        Err(_) => tokio::spawn(future),
-    }
+    tokio::spawn(carry(future))
 }
 
 /// The current server's recorder, for a plain thread to record into with [`on_thread`].
 pub fn current() -> Option<Arc<PrometheusRecorder>> {
-    CURRENT.try_with(|r| Arc::clone(r)).ok()
+    CURRENT.try_with(Arc::clone).ok()
 }
 
 /// Runs `f` on a plain thread recording into `recorder` (from [`current`]), if any.

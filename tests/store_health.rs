@@ -262,3 +262,66 @@ async fn the_sqlite_wal_stays_bounded_during_a_30s_flood() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_unready_once_the_committer_has_died() {
+    let db = TestDb::sqlite();
+    let (server, state) = TestServer::start_with_state(config(&db, &[])).await;
+    assert_eq!(server.send(&body(0, 10)).await.status(), 200);
+    wait_for_readyz(&server, 200).await;
+    state.appender.abort_committer();
+    let unready = wait_for_readyz(&server, 503).await;
+    assert_eq!(unready["error"], "committer_stopped", "{unready}");
+    assert_eq!(
+        server.send(&body(1, 10)).await.status(),
+        503,
+        "nothing is acknowledged without a committer"
+    );
+    drop(state);
+    server.stop().await;
+}
+
+/// Sums the samples of one counter in a Prometheus text page.
+fn counter_total(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_in_a_process_reports_only_its_own_metrics() {
+    let (db_a, db_b) = (TestDb::sqlite(), TestDb::sqlite());
+    let a = TestServer::start(config(&db_a, &[])).await;
+    let b = TestServer::start(config(&db_b, &[])).await;
+    for n in 0..3 {
+        assert_eq!(a.send(&body(n, 10)).await.status(), 200);
+    }
+    assert_eq!(b.send(&body(10, 10)).await.status(), 200);
+    let metrics = |server: &TestServer| {
+        let url = server.url("/metrics");
+        let http = server.http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .expect("GET")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let (page_a, page_b) = (metrics(&a).await, metrics(&b).await);
+    assert_eq!(
+        counter_total(&page_a, "zoomhook_webhook_requests_total"),
+        3.0,
+        "{page_a}"
+    );
+    assert_eq!(
+        counter_total(&page_b, "zoomhook_webhook_requests_total"),
+        1.0,
+        "{page_b}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

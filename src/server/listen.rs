@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -74,14 +74,14 @@ pub async fn serve(
             continue;
         };
         let stream = TrackedStream::new(stream, &registry, slot);
-        connections.spawn(serve_connection(
+        connections.spawn(crate::metrics::carry(serve_connection(
             Arc::clone(&builder),
             stream,
             peer,
             app.clone(),
             timeouts,
             graceful.watcher(),
-        ));
+        )));
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
@@ -147,8 +147,22 @@ fn is_connection_error(error: &io::Error) -> bool {
 
 /// hyper's settings. Its own HTTP/1 header timer stays off: the watchdog enforces header and idle
 /// timeouts for both protocols (hyper's would also close idle keep-alive connections early).
-fn http_builder(limits: &Limits) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
+/// Runs what hyper spawns (HTTP/2 streams) as Tokio tasks that record into this server's metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricsExecutor;
+
+impl<F> hyper::rt::Executor<F> for MetricsExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        crate::metrics::spawn(future);
+    }
+}
+
+fn http_builder(limits: &Limits) -> Builder<MetricsExecutor> {
+    let mut builder = Builder::new(MetricsExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -166,7 +180,7 @@ fn http_builder(limits: &Limits) -> Builder<TokioExecutor> {
 
 /// Serves one connection until it ends, the watchdog closes it, or shutdown finishes it.
 async fn serve_connection(
-    builder: Arc<Builder<TokioExecutor>>,
+    builder: Arc<Builder<MetricsExecutor>>,
     stream: TrackedStream,
     peer: SocketAddr,
     app: Router,

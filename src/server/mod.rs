@@ -88,6 +88,31 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_state(config, listener, shutdown, None).await
+}
+
+/// [`run`], handing the server's state to `started` once it is built (for an application that
+/// embeds zoomhook and wants to watch or drive it, and for fault-injection tests). Everything the
+/// server does records into its own metrics (see `crate::metrics`).
+pub async fn run_with_state(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    started: Option<tokio::sync::oneshot::Sender<AppState>>,
+) -> anyhow::Result<()> {
+    let metrics = metrics::ServerMetrics::new();
+    metrics
+        .scope(serve(config, listener, shutdown, started, metrics.clone()))
+        .await
+}
+
+async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    started: Option<tokio::sync::oneshot::Sender<AppState>>,
+    server_metrics: metrics::ServerMetrics,
+) -> anyhow::Result<()> {
     memory::return_large_buffers_to_the_os();
     let store = store::open(&config.database_url, &store_options(&config))
         .await
@@ -105,7 +130,7 @@ pub async fn run(
     }
     let dedupe_window_ms = config.dedupe_window.as_millis() as i64;
     let (appender, committer) = EventAppender::start(Arc::clone(&store), dedupe_window_ms);
-    let purger = tokio::spawn(purge_dedupe_keys(Arc::clone(&store), config.dedupe_window));
+    let purger = metrics::spawn(purge_dedupe_keys(Arc::clone(&store), config.dedupe_window));
     let shutdown_timeout = config.shutdown_timeout;
     let local = listener
         .local_addr()
@@ -118,7 +143,7 @@ pub async fn run(
         config: Arc::new(config),
         store,
         appender,
-        metrics: metrics::ServerMetrics::new(),
+        metrics: server_metrics,
         log_advanced: watch::channel(0).0,
         deliveries_queued: Arc::new(Notify::new()),
         subscriptions_changed: watch::channel(0).0,
@@ -133,14 +158,18 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let syncer = tokio::spawn(sync::run(
+    let syncer = metrics::spawn(sync::run(
         Arc::clone(&state.store),
         Some(state.appender.clone()),
         state.log_advanced.subscribe(),
         stop_rx.clone(),
     ));
     let delivery = start_delivery(&state, &stop_rx)?;
-    let mut server = tokio::spawn({
+    let upkeep = metrics::spawn(metrics_upkeep(state.metrics.clone()));
+    if let Some(started) = started {
+        let _ = started.send(state.clone());
+    }
+    let mut server = metrics::spawn({
         let stop = stop_rx.clone();
         async move { listen::serve(listener, app, &limits, stop).await }
     });
@@ -159,6 +188,7 @@ pub async fn run(
     // and ends. In-flight requests that were cut off above never got a 2xx, so nothing is lost.
     drop(state);
     purger.abort();
+    upkeep.abort();
     if tokio::time::timeout(Duration::from_secs(30), committer)
         .await
         .is_err()
@@ -212,13 +242,13 @@ fn start_delivery(
         appender: Some(state.appender.clone()),
     });
     Ok(vec![
-        tokio::spawn(deliver::fanout::run(
+        metrics::spawn(deliver::fanout::run(
             Arc::clone(&state.store),
             state.log_advanced.subscribe(),
             Arc::clone(&state.deliveries_queued),
             stop.clone(),
         )),
-        tokio::spawn(deliver::worker::run(
+        metrics::spawn(deliver::worker::run(
             deliverer,
             Arc::clone(&state.deliveries_queued),
             state.subscriptions_changed.subscribe(),
@@ -266,6 +296,16 @@ async fn purge_dedupe_keys(store: Arc<dyn EventStore>, window: Duration) {
         if total > 0 {
             tracing::debug!(purged = total, "expired dedupe keys purged");
         }
+    }
+}
+
+/// Folds histogram samples into their buckets between scrapes, so memory stays bounded when
+/// nobody scrapes `/metrics`.
+async fn metrics_upkeep(metrics: metrics::ServerMetrics) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticker.tick().await;
+        metrics.run_upkeep();
     }
 }
 

@@ -28,6 +28,7 @@ type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 pub struct EventAppender {
     queue: mpsc::Sender<(NewEvent, Reply)>,
     health: Arc<CommitHealth>,
+    committer: tokio::task::AbortHandle,
 }
 
 /// What the last commits did, for `/readyz`: a store that cannot commit must not look ready,
@@ -94,7 +95,15 @@ impl EventAppender {
             rx,
             Arc::clone(&health),
         ));
-        (EventAppender { queue, health }, task)
+        let committer = task.abort_handle();
+        (
+            EventAppender {
+                queue,
+                health,
+                committer,
+            },
+            task,
+        )
     }
 
     /// Appends one event and returns once it is durably committed (or known to be a duplicate).
@@ -113,6 +122,13 @@ impl EventAppender {
     /// or if it died).
     pub fn is_alive(&self) -> bool {
         !self.queue.is_closed()
+    }
+
+    /// Stops the committer at once; what is queued is answered 503 and nothing is taken after.
+    /// For an application embedding zoomhook that must stop taking events now, and for the
+    /// fault-injection tests that show `/readyz` noticing a dead committer.
+    pub fn abort_committer(&self) {
+        self.committer.abort();
     }
 
     /// What the last commits did.

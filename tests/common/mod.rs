@@ -4,9 +4,9 @@
 //! test checks the scheme itself).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod contract;
 pub mod delivery;
-pub mod binary;
 pub mod receiver;
 
 use std::path::PathBuf;
@@ -148,14 +148,25 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
+        TestServer::start_with_state(config).await.0
+    }
+
+    /// Starts a server and hands out its state too (for fault injection).
+    pub async fn start_with_state(config: Config) -> (TestServer, zoomhook::server::AppState) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(zoomhook::server::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let (started, state) = oneshot::channel();
+        let task = tokio::spawn(zoomhook::server::run_with_state(
+            config,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            Some(started),
+        ));
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -167,7 +178,8 @@ impl TestServer {
             http,
         };
         server.wait_ready().await;
-        server
+        let state = state.await.expect("the server hands out its state");
+        (server, state)
     }
 
     async fn wait_ready(&self) {
