@@ -325,3 +325,62 @@ async fn each_server_in_a_process_reports_only_its_own_metrics() {
     a.stop().await;
     b.stop().await;
 }
+
+/// On PostgreSQL the committer has connections of its own: with every reader connection stuck
+/// (here: waiting on a lock an outside session holds), appends still commit at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_appends_commit_while_every_reader_connection_is_stuck() {
+    use zoomhook::store::{AppendOutcome, EntityQuery};
+    let db = TestDb::postgres().await;
+    let store = db.open_store().await;
+    let (blocker, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE sync_entities IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let stuck: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let query = EntityQuery {
+                    kind: "meeting".into(),
+                    limit: 10,
+                    ..Default::default()
+                };
+                store.list_entities(&query).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let event = {
+        let body = body(1, 10);
+        let envelope = zoomhook::zoom::envelope::Envelope::parse(&body).expect("envelope");
+        zoomhook::store::NewEvent::from_envelope(&envelope, "zoom", body.into(), None, 1)
+    };
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(3),
+        store.append_batch(vec![event], 60_000),
+    )
+    .await
+    .expect("the append does not wait for a reader connection")
+    .expect("append");
+    assert!(
+        matches!(outcome[0], AppendOutcome::Appended { .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    blocker.batch_execute("COMMIT").await.expect("unlock");
+    for task in stuck {
+        task.await
+            .expect("task")
+            .expect("the readers go on once the lock is gone");
+    }
+}

@@ -507,3 +507,34 @@ impl EventStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_append_commits_with_full_sync_whatever_the_connection_did_before() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("z.db");
+        let store = SqliteStore::open(&path.display().to_string(), &StoreOptions::default())
+            .await
+            .expect("open");
+        // As if a relaxed write had panicked between its two pragmas.
+        store
+            .with_writer(|conn| Ok(conn.pragma_update(None, "synchronous", "OFF")?))
+            .await
+            .expect("pragma");
+        let body = bytes::Bytes::from_static(br#"{"event":"x.y","event_ts":1}"#);
+        let envelope = crate::zoom::envelope::Envelope::parse(&body).expect("envelope");
+        let event = NewEvent::from_envelope(&envelope, "zoom", body, None, 1);
+        store
+            .append_batch(vec![event], 1_000)
+            .await
+            .expect("append");
+        let level: i64 = store
+            .with_writer(|conn| Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
+            .await
+            .expect("read pragma");
+        assert_eq!(level, 2, "FULL");
+    }
+}
