@@ -384,3 +384,74 @@ async fn postgres_appends_commit_while_every_reader_connection_is_stuck() {
             .expect("the readers go on once the lock is gone");
     }
 }
+
+/// A commit that hangs (here: another session holds the log's head row) makes the instance
+/// unready while it hangs, is cut off by the append's lock timeout with a 503 (so Zoom
+/// retries) instead of an ack that never comes, and the instance is ready again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_commit_makes_readyz_unready_and_ends_in_a_503() {
+    let db = TestDb::postgres().await;
+    let server = Arc::new(TestServer::start(config(&db, &[])).await);
+    assert_eq!(server.send(&body(0, 10)).await.status(), 200);
+    let (blocker, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    blocker
+        .batch_execute("BEGIN; SELECT seq FROM log_head FOR UPDATE")
+        .await
+        .expect("lock the head");
+    let pending = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (
+                server.send(&body(1, 10)).await.status().as_u16(),
+                started.elapsed(),
+            )
+        })
+    };
+    let stalled = wait_for_readyz(&server, 503).await;
+    assert_eq!(stalled["error"], "commit_stalled", "{stalled}");
+    let (status, took) = pending.await.expect("task");
+    assert_eq!(
+        status, 503,
+        "a commit that cannot take the lock is a 503, not a hang"
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    blocker.batch_execute("ROLLBACK").await.expect("unlock");
+    wait_for_readyz(&server, 200).await;
+    assert_eq!(server.send(&body(2, 10)).await.status(), 200);
+    let recovered = server
+        .api("/api/v1/events?event=zoomhook.store.recovered")
+        .await;
+    assert_eq!(
+        recovered["data"].as_array().map(Vec::len),
+        Some(1),
+        "{recovered}"
+    );
+}
+
+/// A store whose own state is inconsistent (the head behind the log, as after a partial
+/// restore) answers 503 — the event is retried later — and never a 4xx that would lose it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_on_the_stores_own_keys_is_a_503_not_a_refusal() {
+    let db = TestDb::postgres().await;
+    let server = TestServer::start(config(&db, &[])).await;
+    assert_eq!(server.send(&body(0, 10)).await.status(), 200);
+    pg_admin().await;
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute("UPDATE log_head SET seq = seq - 1")
+        .await
+        .expect("rewind the head");
+    let response = server.send(&body(1, 10)).await;
+    let status = response.status();
+    assert_eq!(status, 503, "{}", response.text().await.unwrap_or_default());
+    let unready = wait_for_readyz(&server, 503).await;
+    assert_eq!(unready["error"], "commits_failing", "{unready}");
+    server.stop().await;
+}

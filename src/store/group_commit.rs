@@ -37,6 +37,11 @@ pub struct EventAppender {
 pub struct CommitHealth {
     /// When the current run of failed commits began (epoch ms); 0 while commits succeed.
     failing_since: AtomicI64,
+    /// When the commit in progress started (epoch ms); 0 when none is. A commit that hangs (a
+    /// lock held elsewhere, a stalled disk) holds every ack waiting for it: readiness watches it.
+    commit_started: AtomicI64,
+    /// When `/readyz` last probed a failing store (epoch ms), so probes stay rare.
+    last_probe: AtomicI64,
     /// Why the last commit failed (cleared by the next success).
     last_error: Mutex<Option<String>>,
 }
@@ -57,16 +62,20 @@ impl CommitHealth {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
     }
 
-    /// A probe write succeeded: unless a commit failed again after `since` was read (a new run
-    /// of failures), commits are taken to work again.
-    pub fn recovered(&self, since: i64) {
-        if self
-            .failing_since
-            .compare_exchange(since, 0, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
+    /// How long the commit in progress has been running, if one is.
+    pub fn commit_running_for_ms(&self, now: i64) -> Option<i64> {
+        let started = self.commit_started.load(Ordering::Relaxed);
+        (started != 0).then(|| now - started)
+    }
+
+    /// Whether a probe may run now (at most one per `every_ms`); records it if so.
+    pub fn take_probe_turn(&self, now: i64, every_ms: i64) -> bool {
+        let last = self.last_probe.load(Ordering::Relaxed);
+        now - last >= every_ms
+            && self
+                .last_probe
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// `Some((since_ms, error))` while commits fail.
@@ -186,7 +195,11 @@ async fn commit_isolating(
     // Kept only while a split may be needed; a batch of one has nothing to isolate.
     let retained = (size > 1).then(|| events.clone());
     let started = Instant::now();
+    health
+        .commit_started
+        .store(now_millis().max(1), Ordering::Relaxed);
     let result = store.append_batch(events, dedupe_window_ms).await;
+    health.commit_started.store(0, Ordering::Relaxed);
     m::record_commit(size, started.elapsed(), result.is_ok());
     match (result, retained) {
         (Ok(outcomes), _) => {

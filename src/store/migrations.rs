@@ -39,8 +39,8 @@ pub const SQLITE: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "quarantine_probe",
-        sql: include_str!("../../migrations/sqlite/0006_quarantine_probe.sql"),
+        name: "sync_quarantine",
+        sql: include_str!("../../migrations/sqlite/0006_sync_quarantine.sql"),
     },
 ];
 
@@ -73,8 +73,8 @@ pub const POSTGRES: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "quarantine_probe",
-        sql: include_str!("../../migrations/postgres/0006_quarantine_probe.sql"),
+        name: "sync_quarantine",
+        sql: include_str!("../../migrations/postgres/0006_sync_quarantine.sql"),
     },
 ];
 

@@ -191,10 +191,9 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode as C;
         let about_the_values = match &e {
-            rusqlite::Error::SqliteFailure(f, _) => matches!(
-                f.code,
-                C::TooBig | C::ConstraintViolation | C::TypeMismatch | C::ParameterOutOfRange
-            ),
+            rusqlite::Error::SqliteFailure(f, _) => {
+                matches!(f.code, C::TooBig | C::TypeMismatch | C::ParameterOutOfRange)
+            }
             rusqlite::Error::ToSqlConversionFailure(_) => true,
             _ => false,
         };
@@ -208,10 +207,12 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     /// Names the SQLSTATE and the server's message — never the `detail`, which can quote the
-    /// values (`Key (id)=(…)`). Data exceptions (class 22: a NUL in `text`, an invalid value),
-    /// integrity violations (23) and program limits (54: an index row too large) are about the
-    /// values of the statement, so a retry would fail the same way: `Rejected`. Everything else
-    /// (connections, serialisation failures, a read-only or full server) is `Unavailable`.
+    /// values (`Key (id)=(…)`). Data exceptions (class 22: a NUL in `text`, an invalid value) and
+    /// program limits (54: an index row too large) are about the values of the statement, so a
+    /// retry would fail the same way: `Rejected`. Everything else is `Unavailable`, integrity
+    /// violations (23) included: the values zoomhook writes are made storable first and its keys
+    /// are its own, so a duplicate `seq` or id means the store's state is wrong (a partial
+    /// restore, a hand edit) — a refusal would lose the event, a 503 lets Zoom retry it.
     fn from(e: tokio_postgres::Error) -> Self {
         let Some(db) = e.as_db_error() else {
             let text = e.to_string();
@@ -224,10 +225,7 @@ impl From<tokio_postgres::Error> for StoreError {
         let code = db.code().code();
         let message: String = db.message().chars().take(300).collect();
         let text = format!("postgres: SQLSTATE {code}: {message}");
-        if ["22", "23", "54"]
-            .iter()
-            .any(|class| code.starts_with(class))
-        {
+        if ["22", "54"].iter().any(|class| code.starts_with(class)) {
             StoreError::Rejected(text)
         } else {
             StoreError::Unavailable(text)
@@ -265,10 +263,6 @@ pub trait EventStore: EntityStore + DeliveryStore + Send + Sync + 'static {
 
     /// Cheap round trip proving the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Commits one tiny durable write, the way an append does (same connection, same fsync):
-    /// whether the store can commit right now. `/readyz` asks while commits are failing.
-    async fn probe_write(&self) -> Result<(), StoreError>;
 
     /// Drops at most `limit` dedupe keys whose window has passed; returns how many. Callers
     /// repeat until it returns less than `limit`, so no single statement holds the writer long.

@@ -453,18 +453,6 @@ impl EventStore for SqliteStore {
             .await
     }
 
-    async fn probe_write(&self) -> Result<(), StoreError> {
-        self.with_writer(|conn| {
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.execute(
-                "INSERT INTO store_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-                [now_millis()],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn purge_expired_dedupe_keys(&self, now_ms: i64, limit: i64) -> Result<u64, StoreError> {
         self.with_relaxed_writer(move |conn| {
             let n = conn.execute(

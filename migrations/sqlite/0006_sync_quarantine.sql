@@ -10,9 +10,3 @@ CREATE TABLE sync_quarantine (
     PRIMARY KEY (reader, seq)
 );
 
--- One row rewritten durably by /readyz while commits are failing, to learn whether the store
--- can commit again (a full disk still answers reads).
-CREATE TABLE store_probe (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    at INTEGER NOT NULL
-);
