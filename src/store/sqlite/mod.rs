@@ -83,16 +83,14 @@ impl SqliteStore {
         let path = PathBuf::from(path);
         let busy_timeout = Duration::from_millis(options.busy_timeout_ms);
         let path_for_open = path.clone();
-        let writer = tokio::task::spawn_blocking(move || open_writer(&path_for_open, busy_timeout))
-            .await
-            .map_err(join_error)??;
+        let wal_limit = options.wal_limit_bytes;
+        let writer = tokio::task::spawn_blocking(move || {
+            open_writer(&path_for_open, busy_timeout, wal_limit)
+        })
+        .await
+        .map_err(join_error)??;
         let writer = Arc::new(Mutex::new(writer));
-        spawn_checkpointer(
-            &path,
-            busy_timeout,
-            options.wal_limit_bytes,
-            Arc::downgrade(&writer),
-        )?;
+        spawn_checkpointer(&path, options.wal_limit_bytes, Arc::downgrade(&writer))?;
         Ok(SqliteStore {
             writer,
             readers: Arc::new(ReaderPool {
@@ -150,7 +148,11 @@ impl SqliteStore {
     }
 }
 
-fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+fn open_writer(
+    path: &Path,
+    busy_timeout: Duration,
+    wal_limit: u64,
+) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
@@ -176,7 +178,8 @@ fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
     // Checkpoints run on their own thread (see `checkpointer`), never inside a commit the acks
     // wait for; the writer keeps a larger page cache so index pages are not re-read per batch.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    // When the WAL starts over, its file is cut back to the limit.
+    conn.pragma_update(None, "journal_size_limit", wal_limit as i64)?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     apply_migrations(&mut conn, migrations::SQLITE)?;
     Ok(conn)
@@ -218,8 +221,8 @@ fn restrict_to_owner(_path: &Path) -> Result<(), StoreError> {
 
 /// Page cache of the writer connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
-/// Size the WAL file is truncated back to after a checkpoint resets it, in bytes.
-const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// Longest a RESTART checkpoint holds appends back while it waits for readers.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
 /// How often the checkpointer copies committed WAL frames into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
@@ -232,47 +235,45 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 ///
 /// But the WAL only restarts when no reader is still using it, and under sustained load (sync,
 /// fan-out and the admin API read all the time) that moment may never come: the WAL then grows
-/// without bound (1 GB in 15 s was seen). So once it passes `wal_limit` bytes, a TRUNCATE
-/// checkpoint waits (up to the busy timeout) for the readers to move to the database file, copies
-/// the rest and truncates the WAL to zero. That briefly holds appends back — a bounded pause,
-/// instead of a disk that fills up. The thread ends when the store is dropped.
+/// without bound (1 GB in 15 s was seen). So once it passes `wal_limit` bytes, right after a
+/// PASSIVE checkpoint has copied nearly everything, a RESTART checkpoint holds new writes back
+/// while the readers finish (they are short) so the next commit starts the WAL over, and
+/// `journal_size_limit` cuts the file back. The wait is bounded by [`CHECKPOINT_BUSY`], so a
+/// reader that never finishes (a backup tool holding a read transaction) costs appends at most
+/// that pause per attempt, not seconds; such a reader keeps the WAL from restarting, which is
+/// SQLite's rule, and the `zoomhook_sqlite_wal_bytes` gauge shows it. The thread ends when the
+/// store is dropped.
 fn spawn_checkpointer(
     path: &Path,
-    busy_timeout: Duration,
     wal_limit: u64,
     writer: std::sync::Weak<Mutex<Connection>>,
 ) -> Result<(), StoreError> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(busy_timeout)?;
+    conn.busy_timeout(CHECKPOINT_BUSY)?;
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     let recorder = crate::metrics::current();
-    let checkpoint = move || {
-        let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        crate::metrics::on_thread(recorder.as_ref(), || {
-            metrics::gauge!("zoomhook_sqlite_wal_bytes").set(wal_bytes as f64);
-        });
-        let mode = if wal_bytes > wal_limit {
-            "TRUNCATE"
-        } else {
-            "PASSIVE"
-        };
+    let checkpoint = move |mode: &str| {
         let sql = format!("PRAGMA wal_checkpoint({mode})");
         match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
             Ok(0) => {}
-            Ok(_) => tracing::debug!(
-                mode,
-                wal_bytes,
-                "WAL checkpoint could not finish (busy); will retry"
-            ),
+            Ok(_) => tracing::debug!(mode, "WAL checkpoint could not finish (busy); will retry"),
             Err(error) => tracing::warn!(%error, mode, "WAL checkpoint failed; will retry"),
         }
     };
+    let wal_bytes = move || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while writer.strong_count() > 0 {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                checkpoint();
+                checkpoint("PASSIVE");
+                let size = wal_bytes();
+                if size > wal_limit {
+                    checkpoint("RESTART");
+                }
+                crate::metrics::on_thread(recorder.as_ref(), || {
+                    metrics::gauge!("zoomhook_sqlite_wal_bytes").set(size as f64);
+                });
             }
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
