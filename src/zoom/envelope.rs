@@ -110,22 +110,24 @@ pub fn time_prefix(event_ts: Option<i64>) -> String {
 /// The semantic dedupe key: two deliveries with the same key are the same Zoom event.
 ///
 /// Built from what *identifies* an event — name, `event_ts`, account, object id/uuid, participant
-/// identity and join/leave time, registrant, `time_stamp` of `*.updated` — and never from a hash of
-/// the whole body: Zoom re-sends `recording.completed` with a fresh `download_token` and fresh
-/// tokens inside the download URLs, and those copies must still count as one event.
+/// identity and join/leave time, registrant, `time_stamp` of `*.updated` — plus the canonical
+/// (key-sorted) `payload` without what Zoom regenerates when it re-sends an event: every `*_token`
+/// field, the recording files' `download_url` and `play_url`, and the query string of any other
+/// `*_url`. Never a hash of the whole body: Zoom re-sends `recording.completed` with a fresh
+/// `download_token` (top level, outside `payload`) and fresh tokens in the download links, and
+/// those copies must count as one event; but two chat messages in the same millisecond, two call
+/// logs of one user, or two updates of one meeting without `event_ts` are two events, because
+/// their content differs. Zoom's own retries are also caught by their `x-zm-request-id`.
 ///
-/// Without `event_ts`, nothing tells two events about the same object apart but their content
-/// (two `meeting.updated` of one meeting, say), so the canonical (key-sorted) `payload` is part of
-/// the key, without the fields Zoom regenerates on a re-send: every `*_token` and `*_url` (the
-/// top-level `download_token` is outside `payload` anyway). So such events are merged only when
-/// their identifying content is the same; Zoom's own retries are still caught by their
-/// `x-zm-request-id`.
+/// Each part is hashed with its length and whether it is present, so no value can pose as two
+/// (`"a\u001fb","c"` vs `"a","b\u001fc"`), nor an absent one as `"\u0000"`.
 pub fn semantic_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>) -> String {
     let object = payload.and_then(|p| p.get("object"));
     let field = |v: Option<&Value>, name: &str| v.and_then(|v| v.get(name)).and_then(normalised_id);
     let participant = object.and_then(|o| o.get("participant"));
     let registrant = object.and_then(|o| o.get("registrant"));
-    let parts: [Option<String>; 12] = [
+    let content = payload.map(|p| without_regenerated_fields(p).to_string());
+    let parts: [Option<String>; 13] = [
         Some(event.to_owned()),
         event_ts.map(|ts| ts.to_string()),
         field(payload, "account_id"),
@@ -138,18 +140,18 @@ pub fn semantic_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>)
         field(participant, "leave_time"),
         field(registrant, "id"),
         field(payload, "time_stamp"),
+        content,
     ];
     let mut hasher = Sha256::new();
     for part in &parts {
-        // A separator that cannot occur in JSON strings keeps ("ab","c") distinct from ("a","bc").
-        hasher.update(part.as_deref().unwrap_or("\u{0}").as_bytes());
-        hasher.update(b"\x1f");
-    }
-    if event_ts.is_none()
-        && let Some(payload) = payload
-    {
-        // serde_json's default map is ordered by key, so this serialisation is canonical.
-        hasher.update(without_regenerated_fields(payload).to_string().as_bytes());
+        match part {
+            Some(text) => {
+                hasher.update([1u8]);
+                hasher.update((text.len() as u64).to_be_bytes());
+                hasher.update(text.as_bytes());
+            }
+            None => hasher.update([0u8]),
+        }
     }
     format!(
         "sem:{}:{}",
@@ -158,16 +160,31 @@ pub fn semantic_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>)
     )
 }
 
-/// `value` without the fields Zoom regenerates when it re-sends an event (`*_token`, `*_url`).
+/// `value` without what Zoom regenerates when it re-sends an event (see [`semantic_key`]), and
+/// with numbers in the same form as strings.
 fn without_regenerated_fields(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
-                .filter(|(k, _)| !(k.ends_with("_token") || k.ends_with("_url")))
-                .map(|(k, v)| (k.clone(), without_regenerated_fields(v)))
+                .filter(|(k, _)| {
+                    !(k.ends_with("_token")
+                        || k.as_str() == "download_url"
+                        || k.as_str() == "play_url")
+                })
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(url) if k.ends_with("_url") => {
+                            Value::String(url.split('?').next().unwrap_or_default().to_owned())
+                        }
+                        other => without_regenerated_fields(other),
+                    };
+                    (k.clone(), v)
+                })
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(without_regenerated_fields).collect()),
+        // Zoom sends some ids as numbers in one event and strings in another: one form.
+        Value::Number(n) => Value::String(n.to_string()),
         other => other.clone(),
     }
 }
@@ -213,6 +230,37 @@ mod tests {
             key(base),
             key(&base.replace("\"user_id\":\"1\"", "\"user_id\":\"2\""))
         );
+    }
+
+    #[test]
+    fn events_that_differ_in_content_are_two_events_even_in_the_same_millisecond() {
+        let key = |body: &str| Envelope::parse(body.as_bytes()).unwrap().semantic_key;
+        let chat = |id: &str| {
+            format!(
+                r#"{{"event":"meeting.chat_message_sent","event_ts":5,"payload":{{"object":{{"id":1,"chat_message":{{"id":"{id}"}}}}}}}}"#
+            )
+        };
+        assert_ne!(key(&chat("m1")), key(&chat("m2")));
+        let joined = |url: &str| {
+            format!(
+                r#"{{"event":"meeting.updated","payload":{{"object":{{"id":1,"join_url":"{url}"}}}}}}"#
+            )
+        };
+        assert_ne!(key(&joined("https://z/j/1")), key(&joined("https://z/j/2")));
+        assert_eq!(
+            key(&joined("https://z/j/1?pwd=a")),
+            key(&joined("https://z/j/1?pwd=b"))
+        );
+        // Lengths keep parts apart: a separator inside a value cannot shift it into the next.
+        let pair = |a: &str, b: &str| {
+            format!(
+                r#"{{"event":"x.y","event_ts":1,"payload":{{"account_id":"{a}","object":{{"id":"{b}"}}}}}}"#
+            )
+        };
+        assert_ne!(key(&pair(r"a\u001fb", "c")), key(&pair("a", r"b\u001fc")));
+        let nul = r#"{"event":"x.y","event_ts":1,"payload":{"object":{"id":"\u0000"}}}"#;
+        let absent = r#"{"event":"x.y","event_ts":1,"payload":{"object":{}}}"#;
+        assert_ne!(key(nul), key(absent));
     }
 
     #[test]
