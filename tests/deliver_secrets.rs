@@ -249,3 +249,42 @@ async fn a_subscriber_urls_token_never_reaches_attempt_records_or_answers(db: Te
     server.stop().await;
     endpoint.abort();
 }
+
+/// Rotating a `zoom`-scheme secret again while an overlap runs keeps signing with the secret the
+/// consumer verifies with, not with the intermediate one that never signed anything.
+async fn a_second_zoom_rotation_within_the_overlap_keeps_the_consumers_secret(db: TestDb) {
+    let receiver = Receiver::ok().await;
+    let server = TestServer::start(delivery_config(&db, &[])).await;
+    let sub = subscribe(
+        &server,
+        json!({"url": receiver.url("/legacy"), "events": "*", "scheme": "zoom"}),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    let original = sub["secret"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let (status, rotated) = patch_json(
+            &server,
+            &format!("/api/v1/subscriptions/{id}"),
+            json!({"rotate_secret": true, "rotation_overlap": "1h"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{rotated}");
+    }
+    assert!(
+        server
+            .send(&fixture("meeting.started.json"))
+            .await
+            .status()
+            .is_success()
+    );
+    let received = receiver.wait_for("/legacy", 1).await;
+    let ts = received[0].header("x-zm-request-timestamp");
+    assert_eq!(
+        received[0].header("x-zm-signature"),
+        zoom_signature(&original, ts, &received[0].body),
+        "still signed with the secret the consumer has"
+    );
+}
+
+both_backends!(a_second_zoom_rotation_within_the_overlap_keeps_the_consumers_secret);

@@ -240,7 +240,16 @@ pub fn apply(
             )?,
             None => DEFAULT_ROTATION_OVERLAP,
         };
-        sub.previous_secret = Some(std::mem::replace(&mut sub.secret, signing::new_secret()));
+        let replaced = std::mem::replace(&mut sub.secret, signing::new_secret());
+        // The `zoom` scheme signs with one secret: during an overlap, the previous one. Rotating
+        // again within it must keep that one (the secret the consumer verifies with) rather than
+        // the intermediate secret that never signed anything.
+        let zoom_overlap_active = sub.scheme == "zoom"
+            && sub.previous_secret.is_some()
+            && sub.previous_until.is_some_and(|until| now < until);
+        if !zoom_overlap_active {
+            sub.previous_secret = Some(replaced);
+        }
         sub.previous_until = Some(now + overlap.as_millis() as i64);
     }
     validate(sub, policy)?;
