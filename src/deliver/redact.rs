@@ -10,7 +10,8 @@
 //! 1. every URL-looking substring (`scheme://…`) is cut down to scheme, host and port, whoever
 //!    wrote it and however it is spelled;
 //! 2. the sensitive fragments of the subscription's own URLs (the query, each query value, the
-//!    user name and password) and its secrets are removed wherever they appear, in any form.
+//!    user name and password, the path and its token-length segments), its secrets and its custom
+//!    header values are removed wherever they appear, in any form.
 
 use std::borrow::Cow;
 
@@ -141,8 +142,22 @@ fn url_fragments(url: &str) -> Vec<String> {
         out.push(part.to_owned());
         out.push(decoded(part).into_owned());
     }
+    // Paths carry credentials too (Slack `/services/T…/B…/<token>`, Teams): the whole path, and
+    // each segment long enough to be a token.
+    let path = parsed.path();
+    if path.len() > 1 {
+        out.push(path.to_owned());
+        for segment in path.split('/').filter(|s| s.len() >= MIN_PATH_TOKEN) {
+            out.push(segment.to_owned());
+            out.push(decoded(segment).into_owned());
+        }
+    }
     out
 }
+
+/// Path segments at least this long are removed on their own (`hooks` or `zoom` are not
+/// credentials; `B0002XYZ…` may be).
+const MIN_PATH_TOKEN: usize = 8;
 
 fn decoded(text: &str) -> Cow<'_, str> {
     reqwest::Url::parse(&format!("http://h/?v={text}"))
@@ -176,10 +191,20 @@ mod tests {
             ["whsec_abcdef"],
         );
         let page = "500: GET /hook?token=s3cr3t!&x=1 failed; token s3cr3t%21; key whsec_abcdef";
+        let slack = Scrubber::new(
+            ["https://hooks.example/services/T0001/B0002/SECRETPATHTOKEN"],
+            [],
+        );
+        let echoed =
+            slack.scrub("POST /services/T0001/B0002/SECRETPATHTOKEN: bad; SECRETPATHTOKEN");
+        assert!(!echoed.contains("SECRETPATHTOKEN"), "{echoed}");
         let scrubbed = scrubber.scrub(page);
         assert!(!scrubbed.contains("s3cr3t"), "{scrubbed}");
         assert!(!scrubbed.contains("whsec_abcdef"), "{scrubbed}");
-        assert!(scrubbed.starts_with("500: GET /hook?"), "{scrubbed}");
+        assert!(
+            scrubbed.starts_with("500: GET [redacted]?"),
+            "the path goes too: {scrubbed}"
+        );
     }
 
     #[test]

@@ -367,14 +367,28 @@ pub async fn send(
     }
 }
 
-/// What must never appear in the records of `sub`'s attempts: its URL's credentials, its
-/// secrets and, for email, the SMTP URL's.
+/// What must never appear in the records of `sub`'s attempts: its URL's credentials (query,
+/// user info, path), its secrets, its custom header values and, for email, the SMTP URL's.
 fn scrubber(deliverer: &Deliverer, sub: &Subscription) -> Scrubber {
     let smtp = match sub.kind.as_str() {
         "email" => deliverer.config.smtp_url.as_ref().map(|u| u.expose()),
         _ => None,
     };
-    let secrets = std::iter::once(sub.secret.as_str()).chain(sub.previous_secret.as_deref());
+    // Custom header values are where users put credentials (`Authorization: Bearer …`); an
+    // endpoint's error page may echo them back.
+    let header_values: Vec<String> = serde_json::from_str::<serde_json::Value>(&sub.headers)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .map(|map| {
+            map.values()
+                .filter_map(|v| v.as_str())
+                .flat_map(|v| [v.to_owned(), v.rsplit(' ').next().unwrap_or(v).to_owned()])
+                .collect()
+        })
+        .unwrap_or_default();
+    let secrets = std::iter::once(sub.secret.as_str())
+        .chain(sub.previous_secret.as_deref())
+        .chain(header_values.iter().map(String::as_str));
     Scrubber::new(std::iter::once(sub.url.as_str()).chain(smtp), secrets)
 }
 
