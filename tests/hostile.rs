@@ -299,14 +299,15 @@ async fn lookups_by_hostile_values_are_exact(server: &TestServer) {
         names.contains(&"Eve\u{FFFD}"),
         "a NUL in a name is shown as U+FFFD: {names:?}"
     );
-    // A NUL in an admin lookup is a 400 or a 404; as a list filter it matches nothing. Never a 5xx.
-    for path in [
-        "/api/v1/events/%00",
-        "/api/v1/meetings/%00",
-        "/api/v1/meeting-instances/%00",
-        "/api/v1/subscriptions/%00",
-        "/api/v1/deliveries/%00",
-        "/api/v1/events?event=a%00",
+    // A NUL in an admin lookup is a 404 (in a path) or a 400 (in a pattern), on both backends
+    // alike; as a list filter it matches nothing. Never a 5xx.
+    for (path, expected) in [
+        ("/api/v1/events/%00", 404),
+        ("/api/v1/meetings/%00", 404),
+        ("/api/v1/meeting-instances/%00", 404),
+        ("/api/v1/subscriptions/%00", 404),
+        ("/api/v1/deliveries/%00", 404),
+        ("/api/v1/events?event=a%00", 400),
     ] {
         let status = server
             .http
@@ -316,7 +317,7 @@ async fn lookups_by_hostile_values_are_exact(server: &TestServer) {
             .await
             .expect("GET")
             .status();
-        assert!(status == 400 || status == 404, "{path}: {status}");
+        assert_eq!(status.as_u16(), expected, "{path}");
     }
     for path in [
         "/api/v1/events?entity=%00",
