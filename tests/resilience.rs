@@ -4,82 +4,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::binary::Binary;
 use common::*;
 use serde_json::Value;
-
-/// The real `zoomhook serve` process.
-struct Binary {
-    child: Child,
-    base: String,
-}
-
-impl Binary {
-    fn start(db: &TestDb) -> Binary {
-        Binary::start_with(db, &[])
-    }
-
-    fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zoomhook"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
-            .envs(env.iter().copied())
-            .env("ZOOM_WEBHOOK_SECRET_TOKEN", SECRET)
-            .env("ZOOMHOOK_ADMIN_TOKEN", ADMIN)
-            .env("ZOOMHOOK_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn zoomhook");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(addr) = line.split("listen=").nth(1) {
-                    let _ = tx.send(
-                        addr.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("zoomhook printed its listen address");
-        Binary {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// SIGKILL, and waits for the process to be gone.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Sends distinct signed events from `workers` tasks until told to stop; returns acked ids.
 /// Floods `base` with distinct signed events from `workers` connections until `stop`; returns the

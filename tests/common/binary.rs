@@ -17,6 +17,11 @@ pub struct Binary {
 }
 
 impl Binary {
+    /// Starts the binary on an ephemeral port with the test secret and admin token.
+    pub fn start(db: &TestDb) -> Binary {
+        Binary::start_with(db, &[])
+    }
+
     /// Starts the binary on an ephemeral port with the test secret and admin token, plus `env`.
     pub fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zoomhook"))
@@ -50,6 +55,21 @@ impl Binary {
             base: format!("http://{addr}"),
             addr,
         }
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT` …) with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
     }
 
     /// Resident memory now (`VmRSS`), in MiB.
