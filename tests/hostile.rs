@@ -182,15 +182,8 @@ async fn hostile_traffic_never_costs_a_valid_event(db: TestDb) {
                     "a valid event was answered {status}: {answer}"
                 );
                 let id = answer["id"].as_str().expect("id");
-                let raw = server
-                    .http
-                    .get(server.url(&format!("/api/v1/events/{id}/raw")))
-                    .bearer_auth(ADMIN)
-                    .send()
-                    .await
-                    .expect("raw");
                 assert!(
-                    raw.bytes().await.expect("bytes").as_ref() == body.as_slice(),
+                    raw_body(&server, id).await == *body,
                     "valid event {id} stored byte for byte"
                 );
             }
@@ -212,16 +205,8 @@ async fn hostile_traffic_never_costs_a_valid_event(db: TestDb) {
     }
     // Every stored poison event is stored byte for byte.
     for (what, body, id) in &poison_stored {
-        let raw = server
-            .http
-            .get(server.url(&format!("/api/v1/events/{id}/raw")))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("raw");
-        assert_eq!(raw.status(), 200, "{what}");
         assert!(
-            raw.bytes().await.expect("bytes").as_ref() == body.as_slice(),
+            raw_body(&server, id).await == *body,
             "{what}: stored byte for byte"
         );
     }
@@ -240,6 +225,19 @@ async fn hostile_traffic_never_costs_a_valid_event(db: TestDb) {
     );
     lookups_by_hostile_values_are_exact(&server).await;
     server.stop().await;
+}
+
+/// The stored body of event `id`, byte for byte.
+async fn raw_body(server: &TestServer, id: &str) -> Vec<u8> {
+    let response = server
+        .http
+        .get(server.url(&format!("/api/v1/events/{id}/raw")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("raw");
+    assert_eq!(response.status(), 200, "event {id}");
+    response.bytes().await.expect("bytes").to_vec()
 }
 
 /// Waits until the sync reader has consumed the whole log.
