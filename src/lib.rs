@@ -14,5 +14,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod stream;
 pub mod sync;
 pub mod zoom;

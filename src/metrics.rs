@@ -18,6 +18,9 @@
 //! | `zoomhook_delivery_attempt_seconds` | histogram | duration of one attempt |
 //! | `zoomhook_delivery_queue_depth` | gauge | deliveries pending or being sent |
 //! | `zoomhook_delivery_oldest_pending_seconds` | gauge | age of the oldest of them |
+//! | `zoomhook_stream_clients` | gauge | WebSocket stream clients connected |
+//! | `zoomhook_stream_frames_total` | counter | event frames handed to stream clients |
+//! | `zoomhook_stream_disconnects_total` | counter | `reason` (client_closed, slow_consumer, ping_timeout, server_stopping, store_error) |
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

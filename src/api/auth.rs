@@ -1,4 +1,4 @@
-//! Admin API authentication: `Authorization: Bearer <token>`.
+//! Admin API authentication: `Authorization: Bearer <token>` (the stream also takes `?token=`).
 //!
 //! Accepted tokens are the configured `ZOOMHOOK_ADMIN_TOKEN` (compared in constant time) and
 //! tokens created by `zoomhook token create` or at first start, of which the store keeps only a
@@ -53,30 +53,45 @@ pub async fn bootstrap_token(
     create_token(store, "bootstrap").await.map(Some)
 }
 
-/// Middleware guarding `/api/v1/*`.
+/// Middleware guarding `/api/v1/*`: the token comes from the `Authorization` header only.
 pub async fn require_admin(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let given = request
-        .headers()
+    let given = bearer_token(request.headers());
+    match check_admin_token(&state, given.as_deref()).await {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| strip_scheme(v, "bearer"))
-        .map(str::to_owned);
+        .map(str::to_owned)
+}
+
+/// Whether `given` is an accepted admin token; the refusal is the 401 (or 503) to answer.
+/// Shared by the middleware and by the stream, which also takes the token from `?token=`.
+pub async fn check_admin_token(state: &AppState, given: Option<&str>) -> Result<(), HttpError> {
     let Some(given) = given else {
-        return HttpError::unauthorized("send the admin token as `Authorization: Bearer <token>` (create one with `zoomhook token create`)").into_response();
+        return Err(HttpError::unauthorized(
+            "send the admin token as `Authorization: Bearer <token>` (create one with `zoomhook token create`)",
+        ));
     };
     if let Some(configured) = &state.config.admin_token
         && constant_time_eq(given.as_bytes(), configured.expose().as_bytes())
     {
-        return next.run(request).await;
+        return Ok(());
     }
     // Looking up by hash is not a timing oracle: the hash of a guess reveals nothing usable.
-    match state.store.find_admin_token(&hash_token(&given)).await {
-        Ok(Some(_)) => next.run(request).await,
-        Ok(None) => HttpError::unauthorized("unknown admin token").into_response(),
-        Err(e) => HttpError::from(e).into_response(),
+    match state.store.find_admin_token(&hash_token(given)).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(HttpError::unauthorized("unknown admin token")),
+        Err(e) => Err(HttpError::from(e)),
     }
 }

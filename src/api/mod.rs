@@ -7,6 +7,7 @@ pub mod errors;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod stream;
 pub mod subscriptions;
 pub mod sync;
 
@@ -70,6 +71,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state, auth::require_admin));
     Router::new()
         .merge(admin)
+        // Outside `require_admin`: the stream checks its token itself, because it also accepts
+        // `?token=` (browsers cannot set headers on a WebSocket); no other route does.
+        .route("/api/v1/stream", get(stream::stream))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

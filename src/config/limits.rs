@@ -23,6 +23,12 @@ pub struct Limits {
     pub http2_max_concurrent_streams: u32,
     /// Body bytes all requests together may hold; beyond it webhooks get 503 with `Retry-After`.
     pub max_body_bytes_in_flight: usize,
+    /// How long one write to a stream client may take before the client counts as too slow and
+    /// is closed (it resumes with the `after_seq` its close reason names).
+    pub stream_send_timeout: Duration,
+    /// How often the server pings stream clients; a client that has not answered the previous
+    /// ping when the next one is due is closed.
+    pub stream_ping_interval: Duration,
 }
 
 /// File descriptors kept free for everything that is not an inbound connection: the database,
@@ -72,6 +78,8 @@ impl Limits {
             keep_alive_timeout: positive(r, "keep_alive_timeout", "60s")?,
             http2_max_concurrent_streams,
             max_body_bytes_in_flight,
+            stream_send_timeout: positive(r, "stream_send_timeout", "10s")?,
+            stream_ping_interval: positive(r, "stream_ping_interval", "20s")?,
         })
     }
 

@@ -35,6 +35,8 @@ pub const TOP_KEYS: &[&str] = &[
     "keep_alive_timeout",
     "http2_max_concurrent_streams",
     "max_body_bytes_in_flight",
+    "stream_send_timeout",
+    "stream_ping_interval",
     "dedupe_window",
     "sqlite_busy_timeout",
     "sqlite_wal_limit",

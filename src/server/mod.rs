@@ -51,6 +51,9 @@ pub struct Shared {
     pub ssrf: Arc<SsrfPolicy>,
     /// Body bytes all webhook requests together may hold (`max_body_bytes_in_flight`).
     pub body_budget: BodyBudget,
+    /// Turns true when the server begins to stop: long-lived work that outlives a request (stream
+    /// sessions) watches it, because graceful shutdown only waits for requests.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl Deref for AppState {
@@ -139,6 +142,7 @@ async fn serve(
     let ssrf = Arc::new(SsrfPolicy::new(config.delivery.allow_cidrs.clone()));
     let body_budget = BodyBudget::new(config.limits.max_body_bytes_in_flight);
     let limits = config.limits.clone();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     let state = AppState(Arc::new(Shared {
         config: Arc::new(config),
         store,
@@ -149,11 +153,11 @@ async fn serve(
         subscriptions_changed: watch::channel(0).0,
         ssrf,
         body_budget,
+        stopping: stop_rx.clone(),
     }));
     let app = router(state.clone());
     tracing::info!(listen = %local, "zoomhook is listening; webhooks at /webhooks/zoom");
 
-    let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -1,0 +1,110 @@
+//! `GET /api/v1/stream`: the WebSocket stream of the event log (see `crate::stream`).
+//!
+//! Everything that can be refused is refused before the upgrade, as the same `{"error",
+//! "detail"}` JSON as the rest of the API: a missing or unknown token (401), a bad `after_seq` or
+//! pattern (400), a request that is not a WebSocket handshake (426). The token may come in the
+//! query string because browsers cannot set headers on a WebSocket; the query string is
+//! therefore never logged.
+
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+
+use crate::api::auth::{bearer_token, check_admin_token};
+use crate::api::extract::Query;
+use crate::core::pattern::EventPattern;
+use crate::http_error::HttpError;
+use crate::server::AppState;
+use crate::stream::Session;
+
+/// Most frames' worth of bytes the WebSocket layer may buffer for one client before a write
+/// waits (then `stream_send_timeout` decides): bounds a slow client's memory.
+const WRITE_BUFFER_BYTES: usize = 128 * 1024;
+
+/// Query string of `GET /api/v1/stream`. Kept as text and parsed after the token is checked, so
+/// a client without a token learns nothing about its other parameters.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamParams {
+    /// Comma-separated event patterns (`meeting.*,recording.completed`).
+    pub events: Option<String>,
+    /// Resume: send the matching events with a greater seq first.
+    pub after_seq: Option<String>,
+    /// The admin token, for clients that cannot set an `Authorization` header (browsers).
+    pub token: Option<String>,
+}
+
+/// `GET /api/v1/stream`
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, HttpError> {
+    let token = bearer_token(&headers).or(params.token.clone());
+    check_admin_token(&state, token.as_deref()).await?;
+    let patterns = match params.events.as_deref() {
+        Some(list) => {
+            EventPattern::parse_list(list).map_err(|e| HttpError::bad_request(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let after_seq = parse_after_seq(params.after_seq.as_deref())?;
+    let upgrade = upgrade.map_err(|rejection| {
+        HttpError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            format!(
+                "this endpoint is a WebSocket; connect with a WebSocket client ({})",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    let head = state.store.head_seq().await?;
+    let session = Session {
+        store: state.store.clone(),
+        log_advanced: state.log_advanced.subscribe(),
+        stopping: state.stopping.clone(),
+        patterns,
+        after_seq: after_seq.unwrap_or(head),
+        head,
+        send_timeout: state.config.limits.stream_send_timeout,
+        ping_interval: state.config.limits.stream_ping_interval,
+    };
+    Ok(start(upgrade, session))
+}
+
+/// Answers the handshake and runs the session on a task of its own. axum runs the upgrade
+/// callback on a task it spawns, outside this server's metrics scope; so the session runs on a
+/// task spawned here with `metrics::spawn` and the callback only hands it the socket.
+fn start(upgrade: WebSocketUpgrade, session: Session) -> Response {
+    let (socket_tx, socket_rx) = tokio::sync::oneshot::channel();
+    crate::metrics::spawn(async move {
+        // No socket: the upgrade failed and the client is gone; nothing to serve.
+        if let Ok(socket) = socket_rx.await {
+            session.run(socket).await;
+        }
+    });
+    upgrade
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| async move {
+            let _ = socket_tx.send(socket);
+        })
+}
+
+fn parse_after_seq(value: Option<&str>) -> Result<Option<i64>, HttpError> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|seq| *seq >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            HttpError::bad_request(format!(
+                "`after_seq` must be a seq (a whole number, 0 or more), got {value:?}"
+            ))
+        })
+}

@@ -1,0 +1,404 @@
+//! The WebSocket stream (`GET /api/v1/stream`), through a real server and a real WebSocket
+//! client: live events in order, resuming with `after_seq` without gap or duplicate (also while
+//! ingest goes on, and with a filter), a slow client cut off without harm to others, and every
+//! refusal answered as JSON before the upgrade.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{StreamExt, stream};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use zoomhook::stream::frames::parse_resume_seq;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The longest any single wait for a frame may take before the test fails.
+const FRAME_WAIT: Duration = Duration::from_secs(10);
+
+/// A distinct, validly signed webhook body of event `name`; `pad` extra bytes make it large.
+fn event_body(name: &str, n: i64, pad: usize) -> Vec<u8> {
+    let mut value =
+        zoomhook::zoom::templates::template(name, 1_700_000_000_000 + n).expect("template");
+    if pad > 0 {
+        value["payload"]["object"]["agenda"] = Value::String("x".repeat(pad));
+    }
+    zoomhook::zoom::templates::to_bytes(&value)
+}
+
+/// Sends `count` distinct events numbered from `first`, 16 at a time; each must be acknowledged.
+async fn ingest(server: &TestServer, name: &str, first: i64, count: i64, pad: usize) {
+    let bodies: Vec<_> = (first..first + count)
+        .map(|n| event_body(name, n, pad))
+        .collect();
+    let statuses: Vec<_> = stream::iter(bodies.iter().map(|b| server.send(b)))
+        .buffer_unordered(16)
+        .map(|r| r.status())
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| s.is_success()), "{statuses:?}");
+}
+
+fn stream_url(server: &TestServer, query: &str) -> String {
+    format!(
+        "{}/api/v1/stream{query}",
+        server.base.replacen("http", "ws", 1)
+    )
+}
+
+/// Connects with the admin token in the `Authorization` header and reads the hello frame.
+async fn connect(server: &TestServer, query: &str) -> (Ws, Value) {
+    let mut request = stream_url(server, query)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN}").parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("WebSocket handshake");
+    let hello = next_frame(&mut ws).await.expect("hello frame");
+    assert_eq!(hello["type"], "hello", "{hello}");
+    (ws, hello)
+}
+
+/// The next text frame as JSON; `None` when the server closed (pings are answered in passing).
+async fn next_frame(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(FRAME_WAIT, ws.next())
+            .await
+            .expect("a frame within the wait")?;
+        match message.ok()? {
+            Message::Text(text) => return Some(serde_json::from_str(&text).expect("JSON frame")),
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+/// Reads `count` event frames.
+async fn events(ws: &mut Ws, count: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let frame = next_frame(ws).await.expect("an event frame, not a close");
+        assert_eq!(frame["type"], "event", "{frame}");
+        out.push(frame);
+    }
+    out
+}
+
+fn seqs(frames: &[Value]) -> Vec<i64> {
+    frames
+        .iter()
+        .map(|f| f["seq"].as_i64().expect("seq"))
+        .collect()
+}
+
+/// Asserts that no frame arrives for a short while (nothing extra, no duplicate).
+async fn assert_quiet(ws: &mut Ws) {
+    let extra = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+    if let Ok(Some(Ok(Message::Text(text)))) = extra {
+        panic!("unexpected frame {text}");
+    }
+}
+
+async fn head(server: &TestServer) -> i64 {
+    let page = server.api("/api/v1/events?order=desc&limit=1").await;
+    page["data"][0]["seq"].as_i64().unwrap_or(0)
+}
+
+async fn live_events_arrive_in_order_with_the_original_body(db: TestDb) {
+    let server = TestServer::start(config(&db, &[])).await;
+    ingest(&server, "meeting.created", 0, 3, 0).await;
+    let (mut ws, hello) = connect(&server, "").await;
+    assert_eq!(hello["after_seq"], 3, "starts at the head: {hello}");
+    assert_eq!(hello["head"], 3);
+    ingest(&server, "meeting.started", 10, 1, 0).await;
+    ingest(&server, "meeting.ended", 11, 1, 0).await;
+    let frames = events(&mut ws, 2).await;
+    assert_eq!(seqs(&frames), vec![4, 5]);
+    let stored = server.all_events().await;
+    for (frame, stored) in frames.iter().zip(&stored[3..]) {
+        assert_eq!(frame["id"], stored["id"]);
+        assert_eq!(frame["event"], stored["event"]);
+        assert_eq!(frame["event_ts"], stored["event_ts"]);
+        assert_eq!(frame["source"], "zoom");
+        assert_eq!(frame["received_at"], stored["received_at"]);
+        let body: Value =
+            serde_json::from_str(stored["body"].as_str().expect("body")).expect("json");
+        assert_eq!(frame["body"], body, "the body is JSON, not a string");
+    }
+    assert_quiet(&mut ws).await;
+    server.stop().await;
+}
+
+async fn resume_after_a_disconnect_gets_exactly_what_was_missed(db: TestDb) {
+    let server = TestServer::start(config(&db, &[])).await;
+    let (mut ws, _) = connect(&server, "").await;
+    ingest(&server, "meeting.started", 0, 5, 0).await;
+    let last = *seqs(&events(&mut ws, 5).await).last().expect("five");
+    drop(ws);
+    ingest(&server, "meeting.started", 100, 1000, 0).await;
+    let (mut ws, hello) = connect(&server, &format!("?after_seq={last}")).await;
+    assert_eq!(hello["after_seq"], last);
+    let got = seqs(&events(&mut ws, 1000).await);
+    assert_eq!(got, (last + 1..=last + 1000).collect::<Vec<_>>());
+    assert_quiet(&mut ws).await;
+    server.stop().await;
+}
+
+async fn resume_while_ingest_continues_has_no_gap_and_no_duplicate(db: TestDb) {
+    let server = TestServer::start(config(&db, &[])).await;
+    let (mut ws, _) = connect(&server, "").await;
+    ingest(&server, "meeting.started", 0, 5, 0).await;
+    let last = *seqs(&events(&mut ws, 5).await).last().expect("five");
+    drop(ws);
+    // Reconnect while the writer is mid-way: the backlog and the live tail overlap.
+    let writer = ingest(&server, "meeting.started", 100, 1500, 0);
+    let reader = async {
+        let started = Instant::now();
+        while head(&server).await < last + 300 && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (mut ws, _) = connect(&server, &format!("?after_seq={last}")).await;
+        let got = seqs(&events(&mut ws, 1500).await);
+        (ws, got)
+    };
+    let ((), (mut ws, got)) = tokio::join!(writer, reader);
+    assert_eq!(
+        got,
+        (last + 1..=last + 1500).collect::<Vec<_>>(),
+        "strictly consecutive"
+    );
+    assert_quiet(&mut ws).await;
+    server.stop().await;
+}
+
+async fn a_filtered_stream_gets_only_matching_events_once(db: TestDb) {
+    let server = TestServer::start(config(&db, &[])).await;
+    for round in 0..4 {
+        ingest(&server, "meeting.started", round * 100, 50, 0).await;
+        ingest(&server, "meeting.ended", round * 100 + 50, 50, 0).await;
+    }
+    let wanted: Vec<i64> = server
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e["event"] == "meeting.started")
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(wanted.len(), 200);
+    let (mut ws, hello) = connect(&server, "?events=meeting.started&after_seq=0").await;
+    assert_eq!(hello["events"], serde_json::json!(["meeting.started"]));
+    let first = events(&mut ws, 120).await;
+    drop(ws);
+    let last = *seqs(&first).last().expect("some");
+    let (mut ws, _) = connect(
+        &server,
+        &format!("?events=meeting.started&after_seq={last}"),
+    )
+    .await;
+    let rest = events(&mut ws, 80).await;
+    assert!(
+        rest.iter()
+            .chain(&first)
+            .all(|f| f["event"] == "meeting.started")
+    );
+    assert_eq!([seqs(&first), seqs(&rest)].concat(), wanted);
+    ingest(&server, "meeting.ended", 1000, 5, 0).await;
+    ingest(&server, "meeting.started", 1005, 1, 0).await;
+    let live = events(&mut ws, 1).await;
+    assert_eq!(live[0]["event"], "meeting.started");
+    assert_quiet(&mut ws).await;
+    server.stop().await;
+}
+
+/// Connects a client that will never read: a tiny receive buffer, so the server's writes to it
+/// soon stop completing.
+async fn connect_slow(server: &TestServer) -> Ws {
+    let addr = server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let tcp = socket.connect(addr).await.expect("connect");
+    let mut request = stream_url(server, "?token=".to_owned().as_str())
+        .into_client_request()
+        .expect("request");
+    *request.uri_mut() = format!("{}{ADMIN}", request.uri()).parse().expect("uri");
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+        .await
+        .expect("handshake");
+    ws
+}
+
+async fn metric(server: &TestServer, line_start: &str) -> f64 {
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Reads everything a closed-off client was sent, up to the close frame; returns the event seqs
+/// and the close reason.
+async fn drain_until_close(ws: &mut Ws) -> (Vec<i64>, String) {
+    let mut got = Vec::new();
+    loop {
+        let message = tokio::time::timeout(FRAME_WAIT, ws.next())
+            .await
+            .expect("a frame within the wait")
+            .expect("a close frame before the end")
+            .expect("frame");
+        match message {
+            Message::Text(text) => {
+                let frame: Value = serde_json::from_str(&text).expect("json");
+                if frame["type"] == "event" {
+                    got.push(frame["seq"].as_i64().expect("seq"));
+                }
+            }
+            Message::Close(Some(close)) => return (got, close.reason.to_string()),
+            Message::Close(None) => panic!("closed without a reason"),
+            _ => {}
+        }
+    }
+}
+
+async fn a_slow_client_is_cut_off_with_its_resume_point_and_harms_nobody(db: TestDb) {
+    let server = TestServer::start(config(&db, &[("stream_send_timeout", "1s")])).await;
+    let mut slow = connect_slow(&server).await;
+    let (mut fast, hello) = connect(&server, "").await;
+    let start = hello["after_seq"].as_i64().expect("start");
+    let fast_reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(frame) = next_frame(&mut fast).await {
+            got.push(frame["seq"].as_i64().expect("seq"));
+            if frame["event"] == "meeting.ended" {
+                break;
+            }
+        }
+        got
+    });
+    // Large events fill the slow client's socket quickly; ingest until it is cut off.
+    let mut sent = 0;
+    while metric(
+        &server,
+        "zoomhook_stream_disconnects_total{reason=\"slow_consumer\"}",
+    )
+    .await
+        < 1.0
+    {
+        assert!(sent < 2000, "the slow client was never cut off");
+        ingest(&server, "meeting.started", sent, 20, 64 * 1024).await;
+        sent += 20;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ingest(&server, "meeting.ended", sent, 1, 0).await;
+    let end = head(&server).await;
+    let fast_got = fast_reader.await.expect("fast reader");
+    assert_eq!(
+        fast_got,
+        (start + 1..=end).collect::<Vec<_>>(),
+        "the fast client got everything"
+    );
+
+    let (slow_got, reason) = drain_until_close(&mut slow).await;
+    let resume = parse_resume_seq(&reason).unwrap_or_else(|| panic!("reason {reason:?}"));
+    assert!(reason.starts_with("slow consumer"), "{reason}");
+    assert_eq!(
+        slow_got,
+        (start + 1..=resume).collect::<Vec<_>>(),
+        "the reason names its last seq"
+    );
+    let (mut resumed, _) = connect(&server, &format!("?after_seq={resume}")).await;
+    let rest = seqs(&events(&mut resumed, (end - resume) as usize).await);
+    assert_eq!(
+        rest,
+        (resume + 1..=end).collect::<Vec<_>>(),
+        "resuming loses nothing"
+    );
+    assert!(metric(&server, "zoomhook_stream_frames_total").await >= (end - start) as f64);
+    server.stop().await;
+}
+
+async fn refusals_are_json_before_the_upgrade(db: TestDb) {
+    let server = TestServer::start(config(&db, &[])).await;
+    let (_, hello) = connect(&server, "").await;
+    assert_eq!(hello["type"], "hello", "the header token works");
+    let by_query = stream_url(&server, &format!("?token={ADMIN}&after_seq=0"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(by_query)
+        .await
+        .expect("?token= works");
+    assert_eq!(next_frame(&mut ws).await.expect("hello")["after_seq"], 0);
+
+    for (query, status) in [
+        ("", 401),
+        ("?token=wrong", 401),
+        (&format!("?token={ADMIN}&after_seq=abc") as &str, 400),
+        (&format!("?token={ADMIN}&events=bad%20pattern") as &str, 400),
+    ] {
+        match tokio_tungstenite::connect_async(stream_url(&server, query)).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), status, "{query}");
+                let body: Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                        .expect("JSON error body");
+                assert!(
+                    body["error"].is_string() && body["detail"].is_string(),
+                    "{body}"
+                );
+            }
+            other => panic!("{query}: expected a refusal, got {other:?}"),
+        }
+    }
+    let plain = server
+        .http
+        .get(server.url("/api/v1/stream"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(plain.status().as_u16(), 426);
+    let body: Value = plain.json().await.expect("JSON");
+    assert_eq!(body["error"], "upgrade_required");
+    let other_route = server
+        .http
+        .get(server.url(&format!("/api/v1/events?token={ADMIN}")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        other_route.status().as_u16(),
+        401,
+        "only the stream takes ?token="
+    );
+    server.stop().await;
+}
+
+both_backends!(
+    a_slow_client_is_cut_off_with_its_resume_point_and_harms_nobody,
+    refusals_are_json_before_the_upgrade,
+    live_events_arrive_in_order_with_the_original_body,
+    resume_after_a_disconnect_gets_exactly_what_was_missed,
+    resume_while_ingest_continues_has_no_gap_and_no_duplicate,
+    a_filtered_stream_gets_only_matching_events_once,
+);
