@@ -402,3 +402,54 @@ both_backends!(
     resume_while_ingest_continues_has_no_gap_and_no_duplicate,
     a_filtered_stream_gets_only_matching_events_once,
 );
+
+/// `zoomhook events tail`, the real binary, prints events as they arrive over the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tail_prints_events_as_they_arrive() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let db = TestDb::sqlite();
+    let server = TestServer::start(config(&db, &[])).await;
+    ingest(&server, "meeting.created", 0, 2, 0).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zoomhook"))
+        .args([
+            "events",
+            "tail",
+            "--event",
+            "meeting.started",
+            "--after-seq",
+            "1",
+        ])
+        .env("ZOOMHOOK_URL", &server.base)
+        .env("ZOOMHOOK_TOKEN", ADMIN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn zoomhook events tail");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    ingest(&server, "meeting.started", 10, 2, 0).await;
+    ingest(&server, "meeting.ended", 12, 1, 0).await;
+    ingest(&server, "meeting.started", 13, 1, 0).await;
+    let mut printed = Vec::new();
+    while printed.len() < 3 {
+        let line = tokio::time::timeout(FRAME_WAIT, lines.next_line())
+            .await
+            .expect("a line within the wait")
+            .expect("read")
+            .expect("tail keeps running");
+        printed.push(line);
+    }
+    let seqs: Vec<&str> = printed
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(seqs, ["3", "4", "6"], "{printed:#?}");
+    assert!(
+        printed
+            .iter()
+            .all(|l| l.contains("meeting.started") && l.contains("evt_")),
+        "{printed:#?}"
+    );
+    child.kill().await.expect("kill");
+    server.stop().await;
+}

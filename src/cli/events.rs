@@ -38,16 +38,18 @@ pub enum EventsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Follow the log: print events as they arrive.
+    /// Follow the log over the WebSocket stream: print events as they arrive, and resume by
+    /// itself after a disconnect from the last seq received.
     Tail {
         #[command(flatten)]
         filter: Filter,
         /// Start after this seq instead of at the current head.
         #[arg(long)]
         after_seq: Option<i64>,
-        /// Poll interval.
-        #[arg(long, default_value = "1s", value_parser = parse_interval)]
-        interval: Duration,
+        /// Unused: tail follows the WebSocket stream and no longer polls. Still accepted so
+        /// scripts that pass it keep working.
+        #[arg(long, hide = true, value_parser = parse_interval)]
+        interval: Option<Duration>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -71,19 +73,19 @@ pub enum EventsCommand {
 pub struct Filter {
     /// Event patterns, comma-separated (`meeting.*,user.created`).
     #[arg(long)]
-    event: Option<String>,
+    pub(super) event: Option<String>,
     /// Received at or after (RFC 3339 or epoch ms).
     #[arg(long)]
-    since: Option<String>,
+    pub(super) since: Option<String>,
     /// Received before (RFC 3339 or epoch ms).
     #[arg(long)]
-    until: Option<String>,
+    pub(super) until: Option<String>,
     /// Object id or uuid (meeting id, instance uuid, user id).
     #[arg(long)]
-    entity: Option<String>,
+    pub(super) entity: Option<String>,
     /// Source name.
     #[arg(long)]
-    source: Option<String>,
+    pub(super) source: Option<String>,
 }
 
 impl Filter {
@@ -143,9 +145,9 @@ pub async fn run(cmd: EventsCommand) -> anyhow::Result<()> {
         EventsCommand::Tail {
             filter,
             after_seq,
-            interval,
+            interval: _,
             client,
-        } => tail(filter, after_seq, interval, client).await,
+        } => super::tail::tail(filter, after_seq, client).await,
         EventsCommand::Export {
             filter,
             after_seq,
@@ -170,52 +172,6 @@ fn print_table(events: &[EventView]) {
             "{:>8}  {:<30}  {:<28}  {:<24}  {:<14}  {}",
             e.seq, e.received_at, e.event, object, e.source, e.id
         );
-    }
-}
-
-async fn tail(
-    filter: Filter,
-    after_seq: Option<i64>,
-    interval: Duration,
-    client: ClientArgs,
-) -> anyhow::Result<()> {
-    let api = AdminClient::new(&client)?;
-    let mut cursor = match after_seq {
-        Some(seq) => seq,
-        None => {
-            let latest: EventPage = api
-                .get_json(
-                    "/api/v1/events",
-                    &[("order", "desc".into()), ("limit", "1".into())],
-                )
-                .await?;
-            latest.data.first().map(|e| e.seq).unwrap_or(0)
-        }
-    };
-    eprintln!("following events after seq {cursor} (Ctrl-C to stop)");
-    loop {
-        let mut query = filter.query();
-        query.push(("after_seq", cursor.to_string()));
-        query.push(("limit", "500".into()));
-        let page: EventPage = api.get_json("/api/v1/events", &query).await?;
-        for e in &page.data {
-            let object = e
-                .object_id
-                .as_deref()
-                .or(e.object_uuid.as_deref())
-                .unwrap_or("-");
-            println!(
-                "{:>8}  {}  {:<28}  {:<24}  {}",
-                e.seq, e.received_at, e.event, object, e.id
-            );
-            cursor = e.seq;
-        }
-        if page.next_cursor.is_none() {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-            }
-        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod serve;
 pub mod simulate;
 pub mod subs;
 pub mod sync;
+pub mod tail;
 pub mod token;
 
 use std::path::PathBuf;
