@@ -6,14 +6,16 @@ pub mod client;
 pub mod config_check;
 pub mod demo;
 pub mod events;
+pub mod listen;
 pub mod meetings;
 pub mod migrate;
 pub mod send;
 pub mod serve;
 pub mod simulate;
+mod stream_client;
 pub mod subs;
 pub mod sync;
-pub mod tail;
+mod tail;
 pub mod token;
 
 use std::path::PathBuf;
@@ -106,6 +108,9 @@ pub enum Command {
     Deliveries(subs::DeliveriesCommand),
     /// Re-deliver a range of events (by seq, time or entity) to a subscription, with progress.
     Replay(subs::ReplayArgs),
+    /// Forward a running server's live events to a local app, signed as Zoom signs (local
+    /// development); resumes where it stopped.
+    Listen(listen::ListenArgs),
     /// Entity sync: rebuild from the log, or show where it stands.
     #[command(subcommand)]
     Sync(sync::SyncCommand),
@@ -119,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Events(cmd) => events::run(cmd).await,
+        Command::Listen(args) => listen::run(args).await,
         Command::Config(cmd) => config_check::run(cmd),
         Command::Token(cmd) => token::run(cmd).await,
         Command::Migrate(args) => migrate::run(args).await,
