@@ -221,6 +221,8 @@ fn restrict_to_owner(_path: &Path) -> Result<(), StoreError> {
 
 /// Page cache of the writer connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Restart attempts are at most this frequent (each one holds appends back for a moment).
+const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 /// Longest a RESTART checkpoint holds appends back while it waits for readers.
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
 /// How often the checkpointer copies committed WAL frames into the database file.
@@ -238,7 +240,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// without bound (1 GB in 15 s was seen). So once it passes `wal_limit` bytes, right after a
 /// PASSIVE checkpoint has copied nearly everything, a RESTART checkpoint holds new writes back
 /// while the readers finish (they are short) so the next commit starts the WAL over, and
-/// `journal_size_limit` cuts the file back. The wait is bounded by [`CHECKPOINT_BUSY`], so a
+/// `journal_size_limit` cuts the file back. Each attempt costs appends a pause — the wait for
+/// readers, bounded by [`CHECKPOINT_BUSY`], and copying what PASSIVE could not — which grows
+/// with the limit: measured in `bench/ingest` (`bench/RESULTS.md`), 64 MiB with at most one
+/// attempt a second gave an ack p99 of 29 ms and a worst ack of 0.41 s, 1 GiB a p99 of 25 ms but
+/// a worst ack of 1.7 s (Zoom gives up at 3 s), no limit 27 ms and a WAL of gigabytes. The wait is bounded, so a
 /// reader that never finishes (a backup tool holding a read transaction) costs appends at most
 /// that pause per attempt, not seconds; such a reader keeps the WAL from restarting, which is
 /// SQLite's rule, and the `zoomhook_sqlite_wal_bytes` gauge shows it. The thread ends when the
@@ -264,11 +270,14 @@ fn spawn_checkpointer(
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
+            let mut last_restart = std::time::Instant::now() - RESTART_AT_MOST_EVERY;
             while writer.strong_count() > 0 {
                 std::thread::sleep(CHECKPOINT_EVERY);
                 checkpoint("PASSIVE");
                 let size = wal_bytes();
-                if size > wal_limit {
+                // Each attempt holds appends back briefly: rarely, and only past the limit.
+                if size > wal_limit && last_restart.elapsed() >= RESTART_AT_MOST_EVERY {
+                    last_restart = std::time::Instant::now();
                     checkpoint("RESTART");
                 }
                 crate::metrics::on_thread(recorder.as_ref(), || {
