@@ -325,15 +325,7 @@ async fn duplicates_are_acknowledged_and_stored_once(db: TestDb) {
             "meeting.participant_left"
         ]
     );
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_page().await;
     let duplicates: f64 = metrics
         .lines()
         .find(|l| l.starts_with("zoomhook_duplicates_total{"))

@@ -105,15 +105,7 @@ async fn listen_forwards_signed_originals_and_resumes_after_a_kill() {
 /// Waits until a stream client is connected to `server`.
 async fn wait_for_stream_client(server: &TestServer) {
     for _ in 0..400 {
-        let page = server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let page = server.metrics_page().await;
         if page
             .lines()
             .any(|l| l.starts_with("zoomhook_stream_clients ") && !l.ends_with(" 0"))

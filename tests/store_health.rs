@@ -300,20 +300,7 @@ async fn each_server_in_a_process_reports_only_its_own_metrics() {
         assert_eq!(a.send(&body(n, 10)).await.status(), 200);
     }
     assert_eq!(b.send(&body(10, 10)).await.status(), 200);
-    let metrics = |server: &TestServer| {
-        let url = server.url("/metrics");
-        let http = server.http.clone();
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .expect("GET")
-                .text()
-                .await
-                .expect("text")
-        }
-    };
-    let (page_a, page_b) = (metrics(&a).await, metrics(&b).await);
+    let (page_a, page_b) = (a.metrics_page().await, b.metrics_page().await);
     assert_eq!(
         counter_total(&page_a, "zoomhook_webhook_requests_total"),
         3.0,

@@ -243,15 +243,7 @@ async fn connect_slow(server: &TestServer) -> Ws {
 }
 
 async fn metric(server: &TestServer, line_start: &str) -> f64 {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = server.metrics_page().await;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())

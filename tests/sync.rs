@@ -167,15 +167,7 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
 
     // The gauge is set just after the reader's batch commits.
     eventually("a sync lag of 0 in /metrics", || async {
-        let metrics = server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let metrics = server.metrics_page().await;
         metrics.contains("zoomhook_sync_lag_events 0").then_some(())
     })
     .await;

@@ -473,15 +473,7 @@ async fn admin_api_requires_a_token_and_health_endpoints_do_not() {
         .unwrap();
     assert_eq!(ready, json!({"status": "ready"}));
     server.send(&fixture("meeting.started.json")).await;
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_page().await;
     for name in [
         "zoomhook_webhook_requests_total",
         "zoomhook_webhook_ack_seconds_bucket",

@@ -244,6 +244,18 @@ impl TestServer {
         response.json().await.expect("json")
     }
 
+    /// The server's `/metrics` page (Prometheus text).
+    pub async fn metrics_page(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("/metrics text")
+    }
+
     /// All events in the log, oldest first (metadata and bodies).
     pub async fn all_events(&self) -> Vec<Value> {
         let mut out = Vec::new();
