@@ -27,11 +27,22 @@ pub async fn healthz() -> Response {
 /// as that commits (no traffic needed, which a load balancer that stopped routing here would
 /// not send).
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    // Which single-reader work runs here: with several instances on one database, the one that
+    // leads sync, fan-out and each WebSocket source.
+    let instance = state.leadership.instance();
+    let leading: Vec<String> = state.leadership.held().into_keys().collect();
     match readiness(&state).await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(json!({"status": "ready", "instance": instance, "leading": leading}))
+            .into_response(),
         Err((error, detail)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": error, "detail": detail})),
+            Json(json!({
+                "status": "unavailable",
+                "error": error,
+                "detail": detail,
+                "instance": instance,
+                "leading": leading,
+            })),
         )
             .into_response(),
     }

@@ -7,6 +7,7 @@ pub mod errors;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod sources;
 pub mod stream;
 pub mod subscriptions;
 pub mod sync;
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/api/v1/webinars/{id}/registrants",
             get(entities::registrants),
         )
+        .route("/api/v1/sources", get(sources::list))
         .route("/api/v1/sync", get(sync::status))
         .route("/api/v1/sync/quarantine", get(sync::quarantine))
         .route_layer(middleware::from_fn_with_state(state, auth::require_admin));

@@ -50,6 +50,22 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
         humantime::format_duration(config.dedupe_window)
     );
     for source in config.sources.values() {
+        if let Some(ws) = &source.websocket {
+            let grant = match &ws.grant {
+                crate::config::OAuthGrant::AccountCredentials { .. } => "account_credentials",
+                crate::config::OAuthGrant::ClientCredentials => "client_credentials",
+            };
+            println!(
+                "  source {:<10} Zoom WebSocket {}?subscriptionId={} ({grant} via {}; heartbeat {}s, dead after {}s of silence)",
+                source.name,
+                ws.websocket_url,
+                ws.subscription_id,
+                ws.oauth_url,
+                ws.heartbeat_interval.as_secs_f64(),
+                ws.silence_timeout.as_secs_f64(),
+            );
+            continue;
+        }
         let path = if source.name == crate::config::DEFAULT_SOURCE {
             "/webhooks/zoom".to_owned()
         } else {

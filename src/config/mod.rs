@@ -79,6 +79,9 @@ pub struct DeliveryConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// This instance's name among those sharing a database (`instance_id`; default host-pid):
+    /// shown as the leader of sync, fan-out and WebSocket sources.
+    pub instance_id: String,
     pub database_url: String,
     /// An admin token accepted as given (`ZOOMHOOK_ADMIN_TOKEN`).
     pub admin_token: Option<Secret>,
@@ -131,7 +134,42 @@ pub struct SourceConfig {
     pub verification_token: Option<Secret>,
     /// If not empty, only these networks may post to this source.
     pub allow_ips: Vec<IpNet>,
+    /// Set for `kind = "zoom_websocket"`: the source reads Zoom's WebSocket instead of
+    /// receiving webhooks (and `/webhooks/zoom/NAME` answers 404).
+    pub websocket: Option<ZoomWebSocketConfig>,
 }
+
+/// How a WebSocket source authenticates with Zoom (Server-to-Server OAuth) and where it connects.
+#[derive(Debug, Clone)]
+pub struct ZoomWebSocketConfig {
+    /// The event subscription's id (`wss://ws.zoom.us/ws?subscriptionId=…`).
+    pub subscription_id: String,
+    pub grant: OAuthGrant,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Zoom's token endpoint (`https://zoom.us/oauth/token`; a fake Zoom in tests).
+    pub oauth_url: String,
+    /// Zoom's WebSocket endpoint (`wss://ws.zoom.us/ws`).
+    pub websocket_url: String,
+    /// How often `{"module":"heartbeat"}` is sent (Zoom: every 30 s).
+    pub heartbeat_interval: Duration,
+    /// A connection that delivers no frame at all for this long is dead.
+    pub silence_timeout: Duration,
+}
+
+/// The OAuth grant that yields the WebSocket's access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OAuthGrant {
+    /// Server-to-Server OAuth apps: `grant_type=account_credentials&account_id=…`.
+    AccountCredentials { account_id: String },
+    /// General apps: `grant_type=client_credentials`.
+    ClientCredentials,
+}
+
+/// Zoom's production token endpoint.
+pub const ZOOM_OAUTH_URL: &str = "https://zoom.us/oauth/token";
+/// Zoom's production WebSocket endpoint.
+pub const ZOOM_WEBSOCKET_URL: &str = "wss://ws.zoom.us/ws";
 
 /// Basic-auth credentials Zoom sends.
 #[derive(Debug, Clone)]
@@ -155,6 +193,11 @@ pub struct CustomHeader {
 }
 
 impl SourceConfig {
+    /// Whether this source reads Zoom's WebSocket rather than receiving webhooks.
+    pub fn is_websocket(&self) -> bool {
+        self.websocket.is_some()
+    }
+
     /// Whether any verification is configured; a source without any rejects everything.
     pub fn has_any_check(&self) -> bool {
         !self.secrets.is_empty()
@@ -220,8 +263,18 @@ impl Config {
         for name in r.source_names() {
             sources.insert(name.clone(), r.source(&name)?);
         }
+        let instance_id = r
+            .text("instance_id")
+            .unwrap_or_else(crate::cluster::default_instance_name);
+        if instance_id.len() > 40 || !instance_id.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(r.error(
+                "instance_id",
+                "expected at most 40 printable characters without spaces, e.g. zoomhook-1",
+            ));
+        }
         Ok(Config {
             listen,
+            instance_id,
             database_url,
             admin_token: r.secret("admin_token")?,
             max_body_bytes,
@@ -443,6 +496,28 @@ impl Resolver<'_> {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let websocket = match self.text(&key("kind")).as_deref() {
+            None | Some("webhook") => None,
+            Some("zoom_websocket") => Some(self.websocket_source(name)?),
+            Some(other) => {
+                return Err(self.error(
+                    &key("kind"),
+                    format!(
+                        "expected \"webhook\" (the default) or \"zoom_websocket\", got {other:?}"
+                    ),
+                ));
+            }
+        };
+        if websocket.is_none() {
+            for field in WEBSOCKET_ONLY_KEYS {
+                if self.text(&key(field)).is_some() {
+                    return Err(self.error(
+                        &key(field),
+                        format!("`{field}` belongs to WebSocket sources; add kind = \"zoom_websocket\" to [sources.{name}] or remove it"),
+                    ));
+                }
+            }
+        }
         let tolerance_key = key("timestamp_tolerance");
         Ok(SourceConfig {
             name: name.to_owned(),
@@ -453,9 +528,135 @@ impl Resolver<'_> {
             custom_header,
             verification_token: self.secret(&key("verification_token"))?,
             allow_ips,
+            websocket,
         })
     }
+
+    /// The settings of a `kind = "zoom_websocket"` source. Credentials default to Zoom's own
+    /// variables (`ZOOM_ACCOUNT_ID`, `ZOOM_CLIENT_ID`, `ZOOM_CLIENT_SECRET[_FILE]`).
+    fn websocket_source(&self, name: &str) -> Result<ZoomWebSocketConfig, ConfigError> {
+        let key = |field: &str| format!("sources.{name}.{field}");
+        for field in WEBHOOK_ONLY_KEYS {
+            if self.text(&key(field)).is_some() {
+                return Err(self.error(
+                    &key(field),
+                    format!("`{field}` verifies webhooks; a zoom_websocket source authenticates with OAuth (client_id, client_secret) instead"),
+                ));
+            }
+        }
+        let subscription_id = self.text(&key("subscription_id")).ok_or_else(|| {
+            self.error(
+                &key("subscription_id"),
+                "a zoom_websocket source needs the event subscription's id (the subscriptionId in the wss:// URL Zoom shows)",
+            )
+        })?;
+        let client_id = self
+            .text(&key("client_id"))
+            .or_else(|| self.text("zoom_client_id"))
+            .ok_or_else(|| {
+                self.error(
+                    &key("client_id"),
+                    "a zoom_websocket source needs the app's client id (or ZOOM_CLIENT_ID)",
+                )
+            })?;
+        let client_secret = match self.secret(&key("client_secret"))? {
+            Some(secret) => secret,
+            None => self.secret("zoom_client_secret")?.ok_or_else(|| {
+                self.error(
+                    &key("client_secret"),
+                    "a zoom_websocket source needs the app's client secret (or ZOOM_CLIENT_SECRET / ZOOM_CLIENT_SECRET_FILE)",
+                )
+            })?,
+        };
+        let account_id = self
+            .text(&key("account_id"))
+            .or_else(|| self.text("zoom_account_id"));
+        let grant = match self.text(&key("grant_type")).as_deref() {
+            None | Some("account_credentials") => OAuthGrant::AccountCredentials {
+                account_id: account_id.ok_or_else(|| {
+                    self.error(
+                        &key("account_id"),
+                        "Server-to-Server OAuth (grant_type account_credentials) needs the account id (or ZOOM_ACCOUNT_ID); general apps set grant_type = \"client_credentials\"",
+                    )
+                })?,
+            },
+            Some("client_credentials") => OAuthGrant::ClientCredentials,
+            Some(other) => {
+                return Err(self.error(
+                    &key("grant_type"),
+                    format!("expected \"account_credentials\" or \"client_credentials\", got {other:?}"),
+                ));
+            }
+        };
+        let url = |field: &str, default: &str, schemes: &[&str]| {
+            let value = self.text(&key(field)).unwrap_or_else(|| default.to_owned());
+            if schemes
+                .iter()
+                .any(|s| value.starts_with(&format!("{s}://")))
+            {
+                Ok(value)
+            } else {
+                Err(self.error(
+                    &key(field),
+                    format!("expected a {} URL, got {value:?}", schemes.join(" or ")),
+                ))
+            }
+        };
+        let config = ZoomWebSocketConfig {
+            subscription_id,
+            grant,
+            client_id,
+            client_secret,
+            oauth_url: url("oauth_url", ZOOM_OAUTH_URL, &["https", "http"])?,
+            websocket_url: url("websocket_url", ZOOM_WEBSOCKET_URL, &["wss", "ws"])?,
+            heartbeat_interval: self.duration(&key("heartbeat_interval"), "30s")?,
+            silence_timeout: self.duration(&key("silence_timeout"), "45s")?,
+        };
+        if config.heartbeat_interval.is_zero()
+            || config.silence_timeout <= config.heartbeat_interval
+        {
+            return Err(self.error(
+                &key("silence_timeout"),
+                "silence_timeout must be longer than heartbeat_interval (Zoom: 30s heartbeats, 45s silence)",
+            ));
+        }
+        Ok(config)
+    }
 }
+
+/// Keys that only make sense for a webhook source.
+const WEBHOOK_ONLY_KEYS: &[&str] = &[
+    "secret",
+    "secret_file",
+    "previous_secret",
+    "previous_secret_file",
+    "basic_username",
+    "basic_password",
+    "basic_password_file",
+    "token_client_id",
+    "token_client_secret",
+    "token_client_secret_file",
+    "custom_header_name",
+    "custom_header_value",
+    "custom_header_value_file",
+    "verification_token",
+    "verification_token_file",
+    "allow_ips",
+];
+
+/// Keys that only make sense for a WebSocket source.
+const WEBSOCKET_ONLY_KEYS: &[&str] = &[
+    "subscription_id",
+    "account_id",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "grant_type",
+    "oauth_url",
+    "websocket_url",
+    "heartbeat_interval",
+    "silence_timeout",
+];
 
 /// Parses `300s`, `5m`, `7d`, `1h 30m`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {

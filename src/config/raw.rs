@@ -24,6 +24,7 @@ pub struct RawConfig {
 /// Top-level keys of the TOML file.
 pub const TOP_KEYS: &[&str] = &[
     "listen",
+    "instance_id",
     "database_url",
     "admin_token",
     "admin_token_file",
@@ -73,6 +74,17 @@ pub const SOURCE_KEYS: &[&str] = &[
     "verification_token",
     "verification_token_file",
     "allow_ips",
+    "kind",
+    "subscription_id",
+    "account_id",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "grant_type",
+    "oauth_url",
+    "websocket_url",
+    "heartbeat_interval",
+    "silence_timeout",
 ];
 
 /// Zoom's own variable names, mapped onto zoomhook keys.

@@ -97,6 +97,14 @@ async fn receive(
 ) -> Response {
     let started = Instant::now();
     let answer = match state.config.source(source_name) {
+        Some(source) if source.is_websocket() => Answer {
+            outcome: "unknown_source",
+            event: "unverified".into(),
+            response: HttpError::not_found(format!(
+                "source `{source_name}` reads Zoom's WebSocket (kind = \"zoom_websocket\"); it does not receive webhooks"
+            ))
+            .into_response(),
+        },
         Some(source) => handle(state, source, peer, headers, body).await,
         None => Answer {
             outcome: "unknown_source",

@@ -25,7 +25,7 @@ use crate::deliver::ssrf::SsrfPolicy;
 use crate::ingest::body::BodyBudget;
 use crate::store::group_commit::EventAppender;
 use crate::store::{self, EventStore, StoreOptions};
-use crate::{api, deliver, ingest, metrics, sync};
+use crate::{api, cluster, deliver, ingest, metrics, source, sync};
 
 /// Everything a request handler needs. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -54,6 +54,10 @@ pub struct Shared {
     /// Turns true when the server begins to stop: long-lived work that outlives a request (stream
     /// sessions) watches it, because graceful shutdown only waits for requests.
     pub stopping: watch::Receiver<bool>,
+    /// The single-reader roles (sync, fan-out, WebSocket sources) this instance leads.
+    pub leadership: Arc<crate::cluster::Leadership>,
+    /// The live status of this instance's WebSocket sources.
+    pub sources: Arc<crate::source::board::Board>,
 }
 
 impl Deref for AppState {
@@ -142,6 +146,7 @@ async fn serve(
     let ssrf = Arc::new(SsrfPolicy::new(config.delivery.allow_cidrs.clone()));
     let body_budget = BodyBudget::new(config.limits.max_body_bytes_in_flight);
     let limits = config.limits.clone();
+    let instance_id = config.instance_id.clone();
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let state = AppState(Arc::new(Shared {
         config: Arc::new(config),
@@ -154,6 +159,8 @@ async fn serve(
         ssrf,
         body_budget,
         stopping: stop_rx.clone(),
+        leadership: crate::cluster::Leadership::new(instance_id),
+        sources: Arc::new(crate::source::board::Board::default()),
     }));
     let app = router(state.clone());
     tracing::info!(listen = %local, "zoomhook is listening; webhooks at /webhooks/zoom");
@@ -162,13 +169,35 @@ async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let syncer = metrics::spawn(sync::run(
+    // Appends and queued deliveries of other instances on the same database wake this one.
+    let follower = metrics::spawn({
+        let store = Arc::clone(&state.store);
+        let (log, queued) = (
+            state.log_advanced.clone(),
+            Arc::clone(&state.deliveries_queued),
+        );
+        let stop = stop_rx.clone();
+        async move { store.follow_other_instances(log, queued, stop).await }
+    });
+    let syncer = cluster::lead(
         Arc::clone(&state.store),
-        Some(state.appender.clone()),
-        state.log_advanced.subscribe(),
+        Arc::clone(&state.leadership),
+        "sync",
         stop_rx.clone(),
-    ));
-    let delivery = start_delivery(&state, &stop_rx)?;
+        {
+            let state = state.clone();
+            move |stop| {
+                sync::run(
+                    Arc::clone(&state.store),
+                    Some(state.appender.clone()),
+                    state.log_advanced.subscribe(),
+                    stop,
+                )
+            }
+        },
+    );
+    let mut delivery = start_delivery(&state, &stop_rx)?;
+    delivery.extend(source::start(&state, &stop_rx));
     let upkeep = metrics::spawn(metrics_upkeep(state.metrics.clone()));
     if let Some(started) = started {
         let _ = started.send(state.clone());
@@ -192,6 +221,7 @@ async fn serve(
     // and ends. In-flight requests that were cut off above never got a 2xx, so nothing is lost.
     drop(state);
     purger.abort();
+    follower.abort();
     upkeep.abort();
     if tokio::time::timeout(Duration::from_secs(30), committer)
         .await
@@ -246,12 +276,23 @@ fn start_delivery(
         appender: Some(state.appender.clone()),
     });
     Ok(vec![
-        metrics::spawn(deliver::fanout::run(
+        cluster::lead(
             Arc::clone(&state.store),
-            state.log_advanced.subscribe(),
-            Arc::clone(&state.deliveries_queued),
+            Arc::clone(&state.leadership),
+            "fanout",
             stop.clone(),
-        )),
+            {
+                let state = state.clone();
+                move |stop| {
+                    deliver::fanout::run(
+                        Arc::clone(&state.store),
+                        state.log_advanced.subscribe(),
+                        Arc::clone(&state.deliveries_queued),
+                        stop,
+                    )
+                }
+            },
+        ),
         metrics::spawn(deliver::worker::run(
             deliverer,
             Arc::clone(&state.deliveries_queued),
@@ -262,7 +303,11 @@ fn start_delivery(
 }
 
 fn warn_about_unverifiable_sources(config: &Config) {
-    for source in config.sources.values().filter(|s| !s.has_any_check()) {
+    for source in config
+        .sources
+        .values()
+        .filter(|s| !s.is_websocket() && !s.has_any_check())
+    {
         tracing::warn!(
             source = %source.name,
             "source has no webhook secret: every request to it will be refused with 401. Set ZOOM_WEBHOOK_SECRET_TOKEN (default source) or sources.{}.secret",

@@ -42,6 +42,11 @@ pub const SQLITE: &[Migration] = &[
         name: "sync_quarantine",
         sql: include_str!("../../migrations/sqlite/0006_sync_quarantine.sql"),
     },
+    Migration {
+        version: 7,
+        name: "source_state",
+        sql: include_str!("../../migrations/sqlite/0007_source_state.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -75,6 +80,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "sync_quarantine",
         sql: include_str!("../../migrations/postgres/0006_sync_quarantine.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "source_state",
+        sql: include_str!("../../migrations/postgres/0007_source_state.sql"),
     },
 ];
 

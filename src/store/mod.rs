@@ -5,6 +5,7 @@
 //! * [`group_commit::EventAppender`] batches concurrent appends into one durable transaction.
 //! * [`dedupe`] decides, once for both backends, which events of a batch are new.
 
+pub mod cluster;
 pub mod dedupe;
 pub mod deliveries;
 pub mod entities;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 
 use crate::core::storable;
 
+pub use cluster::{ClusterStore, Leader, Lease, SourceRecord};
 pub use deliveries::DeliveryStore;
 pub use entities::{EntityQuery, EntityStore, QuarantinedEvent, ReaderPosition};
 pub use query::EventQuery;
@@ -241,7 +243,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 
 /// The storage contract. Both backends must behave identically (the contract suite checks it).
 #[async_trait]
-pub trait EventStore: EntityStore + DeliveryStore + Send + Sync + 'static {
+pub trait EventStore: EntityStore + DeliveryStore + ClusterStore + Send + Sync + 'static {
     /// Appends a batch in **one durable transaction**: when this returns `Ok`, every `Appended`
     /// event is committed and synced, and `seq` values are consecutive with no gaps. Events that
     /// share a live dedupe key with the log, or with an earlier event of the same batch, are

@@ -7,6 +7,7 @@
 pub mod binary;
 pub mod contract;
 pub mod delivery;
+pub mod fake_zoom;
 pub mod receiver;
 
 use std::path::PathBuf;

@@ -201,6 +201,9 @@ impl DeliveryStore for PgStore {
             &[&FANOUT_READER, &to.seq, &to.applied],
         )
         .await?;
+        // Wakes the delivery workers of every instance at commit.
+        tx.execute("SELECT pg_notify('zoomhook_deliveries', '')", &[])
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -6,6 +6,7 @@
 //! small. Commits use the server's default `synchronous_commit = on` (WAL flushed before the
 //! commit returns), which is the durability the ack waits for.
 
+mod cluster;
 mod deliveries;
 mod entities;
 
@@ -38,6 +39,8 @@ pub struct PgStore {
     /// delivery: however busy those are, an append never waits for a connection (which would
     /// turn into a 503 for Zoom). Two: the committer, and `/readyz`'s probe.
     committer: Pool,
+    /// For connections of their own: leases and the LISTEN connection.
+    config: tokio_postgres::Config,
 }
 
 impl PgStore {
@@ -50,8 +53,12 @@ impl PgStore {
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("zoomhook");
         let pool = build_pool(url, config.clone(), options.max_read_connections.max(1))?;
-        let committer = build_pool(url, config, 2)?;
-        let store = PgStore { pool, committer };
+        let committer = build_pool(url, config.clone(), 2)?;
+        let store = PgStore {
+            pool,
+            committer,
+            config,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -271,8 +278,12 @@ impl EventStore for PgStore {
             }
             let insert = tx.prepare_cached(INSERT_EVENTS).await?;
             tx.execute(&insert, &columns.params()).await?;
-            tx.execute("UPDATE log_head SET seq = $1", &[&plan.new_head])
-                .await?;
+            // The notification is delivered at commit: other instances' stream sessions wake.
+            tx.execute(
+                "WITH head AS (UPDATE log_head SET seq = $1) SELECT pg_notify('zoomhook_log', '')",
+                &[&plan.new_head],
+            )
+            .await?;
         }
         if !plan.keys.is_empty() {
             let key_names: Vec<&str> = plan.keys.iter().map(|(k, _)| k.as_str()).collect();

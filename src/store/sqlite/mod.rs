@@ -6,6 +6,7 @@
 //! `synchronous = FULL` makes every commit fsync the WAL before it returns: that is the
 //! durability the ack waits for.
 
+mod cluster;
 mod deliveries;
 mod entities;
 
