@@ -17,6 +17,7 @@ use zoomhook::store::{ReaderPosition, read_after};
 both_backends!(
     subscription_updates_are_compare_and_set,
     claims_never_exceed_max_in_flight,
+    rate_limit_holds_across_instances,
     entity_order_claims_the_oldest_open_delivery_of_each_entity,
     a_stale_completion_never_overwrites_the_new_owner,
     replay_requeues_finished_deliveries_and_leaves_ones_being_sent,
@@ -37,6 +38,7 @@ async fn claim(
             entity_order,
             limit: 10,
             max_in_flight: 10,
+            rate_limit: None,
             now,
             lease_until: now + 1_000,
         })
@@ -164,6 +166,7 @@ async fn fail_one_delivery(
             entity_order: false,
             limit: 10,
             max_in_flight: 10,
+            rate_limit: None,
             now,
             lease_until: now + 1_000,
         })
@@ -213,6 +216,7 @@ async fn claims_never_exceed_max_in_flight(db: TestDb) {
         entity_order: false,
         limit: 10,
         max_in_flight: 2,
+        rate_limit: None,
         now,
         lease_until: now + 1_000,
     };
@@ -228,6 +232,39 @@ async fn claims_never_exceed_max_in_flight(db: TestDb) {
     // deliveries are due again.
     let after_expiry = store.claim(&claim(t + 1_500)).await.unwrap();
     assert_eq!(after_expiry.len(), 2);
+}
+
+/// Two store handles stand for two instances: the rate limit is one bucket between them, refilled
+/// at `rate_limit` per second and never holding more than one second's worth.
+async fn rate_limit_holds_across_instances(db: TestDb) {
+    let (a, b) = (db.open_store().await, db.open_store().await);
+    let sub = stored_subscription(a.as_ref()).await;
+    let events = (0..30).map(|n| meeting_event(n, n)).collect();
+    a.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(a.as_ref(), 100).await.unwrap();
+    let claim = |now: i64| ClaimRequest {
+        subscription_id: &sub.id,
+        entity_order: false,
+        limit: 100,
+        max_in_flight: 100,
+        rate_limit: Some(5),
+        now,
+        lease_until: now + 60_000,
+    };
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    assert_eq!(a.claim(&claim(t)).await.unwrap().len(), 5, "a full bucket");
+    assert!(
+        b.claim(&claim(t)).await.unwrap().is_empty(),
+        "the other instance finds the bucket empty"
+    );
+    assert_eq!(
+        b.claim(&claim(t + 400)).await.unwrap().len(),
+        2,
+        "0.4 s refills two tokens"
+    );
+    assert_eq!(a.claim(&claim(t + 600)).await.unwrap().len(), 1);
+    // A long pause refills one second's worth, no more.
+    assert_eq!(b.claim(&claim(t + 60_000)).await.unwrap().len(), 5);
 }
 
 async fn entity_order_claims_the_oldest_open_delivery_of_each_entity(db: TestDb) {

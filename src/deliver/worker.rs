@@ -156,6 +156,7 @@ pub async fn run(
                     entity_order: sub.ordering == "entity",
                     limit: allowance,
                     max_in_flight: sub.max_in_flight,
+                    rate_limit: sub.rate_limit,
                     now,
                     lease_until: lease,
                 })

@@ -60,9 +60,31 @@ pub struct ClaimRequest<'a> {
     pub limit: i64,
     /// The subscription's limit on deliveries in flight, counted over every instance.
     pub max_in_flight: i64,
+    /// The subscription's rate limit (deliveries per second), shared by every instance.
+    pub rate_limit: Option<i64>,
     pub now: i64,
     pub lease_until: i64,
 }
+
+/// A shared token bucket of `rate` tokens a second, refilled up to `now` from its stored state
+/// (`None`: never used, full). Returns the tokens available now.
+pub fn refill_bucket(stored: Option<(f64, i64)>, rate: i64, now: i64) -> f64 {
+    let capacity = rate.max(0) as f64;
+    match stored {
+        None => capacity,
+        Some((tokens, at)) => {
+            let elapsed = (now - at).max(0) as f64 / 1000.0;
+            (tokens + elapsed * capacity).min(capacity)
+        }
+    }
+}
+
+/// Reads a subscription's bucket (`$1` subscription).
+pub(crate) const READ_BUCKET: &str =
+    "SELECT tokens, refilled_at FROM rate_buckets WHERE subscription_id = $1";
+/// Stores a subscription's bucket (`$1` subscription, `$2` tokens, `$3` now).
+pub(crate) const WRITE_BUCKET: &str = "INSERT INTO rate_buckets (subscription_id, tokens, refilled_at) VALUES ($1, $2, $3)
+     ON CONFLICT (subscription_id) DO UPDATE SET tokens = excluded.tokens, refilled_at = excluded.refilled_at";
 
 /// Deliveries of a subscription being sent under a live lease (`$1` subscription, `$2` now).
 pub(crate) const IN_FLIGHT: &str = "SELECT COUNT(*) FROM deliveries

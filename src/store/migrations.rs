@@ -47,6 +47,11 @@ pub const SQLITE: &[Migration] = &[
         name: "source_state",
         sql: include_str!("../../migrations/sqlite/0007_source_state.sql"),
     },
+    Migration {
+        version: 8,
+        name: "rate_buckets",
+        sql: include_str!("../../migrations/sqlite/0008_rate_buckets.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -85,6 +90,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "source_state",
         sql: include_str!("../../migrations/postgres/0007_source_state.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "rate_buckets",
+        sql: include_str!("../../migrations/postgres/0008_rate_buckets.sql"),
     },
 ];
 

@@ -236,7 +236,19 @@ impl DeliveryStore for PgStore {
             .query_one(IN_FLIGHT, &[&subscription_id, &now])
             .await?
             .get(0);
-        let limit = request.limit.min(request.max_in_flight - in_flight);
+        let mut limit = request.limit.min(request.max_in_flight - in_flight);
+        let bucket = match request.rate_limit {
+            Some(rate) => {
+                let stored = tx
+                    .query_opt(READ_BUCKET, &[&subscription_id])
+                    .await?
+                    .map(|r| (r.get::<_, f64>(0), r.get::<_, i64>(1)));
+                let tokens = refill_bucket(stored, rate, now);
+                limit = limit.min(tokens.floor() as i64);
+                Some(tokens)
+            }
+            None => None,
+        };
         if limit <= 0 {
             return Ok(Vec::new());
         }
@@ -266,6 +278,11 @@ impl DeliveryStore for PgStore {
                 &[&ids, &lease_until, &now],
             )
             .await?;
+        if let Some(tokens) = bucket {
+            let left = tokens - rows.len() as f64;
+            tx.execute(WRITE_BUCKET, &[&subscription_id, &left, &now])
+                .await?;
+        }
         tx.commit().await?;
         Ok(rows
             .iter()

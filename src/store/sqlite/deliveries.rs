@@ -205,13 +205,26 @@ impl DeliveryStore for SqliteStore {
         let (entity_order, now, lease_until) =
             (request.entity_order, request.now, request.lease_until);
         let (wanted, max_in_flight) = (request.limit, request.max_in_flight);
+        let rate_limit = request.rate_limit;
         self.with_relaxed_writer(move |conn| {
             // The write lock (IMMEDIATE) serialises claims, so the count below stays true.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let in_flight: i64 = tx
                 .prepare_cached(&q(IN_FLIGHT))?
                 .query_row(params![subscription_id, now], |r| r.get(0))?;
-            let limit = wanted.min(max_in_flight - in_flight);
+            let mut limit = wanted.min(max_in_flight - in_flight);
+            let bucket = match rate_limit {
+                Some(rate) => {
+                    let stored = tx
+                        .prepare_cached(&q(READ_BUCKET))?
+                        .query_row([&subscription_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    let tokens = refill_bucket(stored, rate, now);
+                    limit = limit.min(tokens.floor() as i64);
+                    Some(tokens)
+                }
+                None => None,
+            };
             if limit <= 0 {
                 return Ok(Vec::new());
             }
@@ -242,6 +255,11 @@ impl DeliveryStore for SqliteStore {
                     })?;
                     claimed.push(row);
                 }
+            }
+            if let Some(tokens) = bucket {
+                let left = tokens - claimed.len() as f64;
+                tx.prepare_cached(&q(WRITE_BUCKET))?
+                    .execute(params![subscription_id, left, now])?;
             }
             tx.commit()?;
             Ok(claimed)
