@@ -471,7 +471,13 @@ async fn admin_api_requires_a_token_and_health_endpoints_do_not() {
         .json()
         .await
         .unwrap();
-    assert_eq!(ready, json!({"status": "ready"}));
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(ready["instance"].is_string(), "{ready}");
+    assert_eq!(
+        ready["leading"],
+        json!(["fanout", "sync"]),
+        "a lone instance leads it all"
+    );
     server.send(&fixture("meeting.started.json")).await;
     let metrics = server.metrics_page().await;
     for name in [
