@@ -744,4 +744,61 @@ mod tests {
         let err = resolve("", &[("ZOOMHOOK_DATABASE_URL", "mysql://x")]).unwrap_err();
         assert_eq!(err.key, "database_url");
     }
+
+    #[test]
+    fn websocket_sources_take_zoom_credentials_and_name_what_is_missing() {
+        let toml = "[sources.live]\nkind = \"zoom_websocket\"\nsubscription_id = \"sub1\"\n";
+        let env = [
+            ("ZOOM_ACCOUNT_ID", "acc"),
+            ("ZOOM_CLIENT_ID", "cid"),
+            ("ZOOM_CLIENT_SECRET", "csecret"),
+        ];
+        let cfg = resolve(toml, &env).unwrap();
+        let ws = cfg.source("live").unwrap().websocket.clone().unwrap();
+        assert_eq!(ws.subscription_id, "sub1");
+        assert_eq!(ws.client_id, "cid");
+        assert_eq!(ws.client_secret.expose(), "csecret");
+        assert_eq!(
+            ws.grant,
+            OAuthGrant::AccountCredentials {
+                account_id: "acc".into()
+            }
+        );
+        assert_eq!(ws.websocket_url, ZOOM_WEBSOCKET_URL);
+        assert_eq!(ws.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(ws.silence_timeout, Duration::from_secs(45));
+        assert!(!cfg.source("zoom").unwrap().is_websocket());
+
+        let err = resolve(toml, &env[1..]).unwrap_err();
+        assert_eq!(err.key, "sources.live.account_id", "{err}");
+        let err = resolve("[sources.live]\nkind = \"zoom_websocket\"\n", &env).unwrap_err();
+        assert_eq!(err.key, "sources.live.subscription_id", "{err}");
+        let err = resolve(&format!("{toml}secret = \"s\"\n"), &env).unwrap_err();
+        assert_eq!(err.key, "sources.live.secret", "{err}");
+        let err = resolve("[sources.hook]\nsubscription_id = \"x\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "sources.hook.subscription_id", "{err}");
+        let err = resolve("[sources.live]\nkind = \"websocket\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "sources.live.kind", "{err}");
+        let err = resolve(&format!("{toml}websocket_url = \"http://x\"\n"), &env).unwrap_err();
+        assert_eq!(err.key, "sources.live.websocket_url", "{err}");
+        let err = resolve(&format!("{toml}silence_timeout = \"10s\"\n"), &env).unwrap_err();
+        assert_eq!(err.key, "sources.live.silence_timeout", "{err}");
+        let general = resolve(
+            &format!("{toml}grant_type = \"client_credentials\"\n"),
+            &env[1..],
+        )
+        .unwrap();
+        assert_eq!(
+            general
+                .source("live")
+                .unwrap()
+                .websocket
+                .clone()
+                .unwrap()
+                .grant,
+            OAuthGrant::ClientCredentials
+        );
+        let err = resolve("instance_id = \"has space\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "instance_id");
+    }
 }
