@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::fake_zoom::{self, FakeZoom};
 use common::*;
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use zoomhook::core::clock::{now_millis, parse_time};
 
 const SOURCE: &str = "live";
@@ -183,6 +185,22 @@ async fn a_dropped_and_a_silent_connection_are_each_one_gap_with_the_right_bound
     let zoom = FakeZoom::start().await;
     let server = TestServer::start(ws_config(&db, &zoom, &[])).await;
     zoom.wait_connected(1).await;
+    // A stream client following only gaps (how an operator's backfill job would listen).
+    let mut request = format!(
+        "{}/api/v1/stream?events=zoomhook.source.gap",
+        server.base.replacen("http", "ws", 1)
+    )
+    .into_client_request()
+    .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN}").parse().expect("header"),
+    );
+    let (mut stream, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("stream");
+    let hello = stream.next().await.expect("hello").expect("frame");
+    assert!(hello.to_text().expect("text").contains("hello"));
 
     // 1. Zoom drops the connection (no close frame).
     let dropped_at = now_millis();
@@ -202,6 +220,15 @@ async fn a_dropped_and_a_silent_connection_are_each_one_gap_with_the_right_bound
     );
     assert_eq!(gap["source"], SOURCE);
     assert_eq!(gap["duration_ms"].as_i64(), Some(to - from));
+    let frame = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the gap reaches the stream client")
+        .expect("open")
+        .expect("frame");
+    let frame: Value = serde_json::from_str(frame.to_text().expect("text")).expect("json");
+    assert_eq!(frame["event"], "zoomhook.source.gap", "{frame:#}");
+    assert_eq!(frame["body"]["payload"]["object"]["from"], gap["from"]);
+    drop(stream);
 
     // 2. Zoom goes silent: the connection stays open but nothing comes (not even heartbeat
     // answers). The gap starts at the last frame, before the silence, not when it was noticed.

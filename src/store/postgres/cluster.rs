@@ -112,14 +112,28 @@ impl ClusterStore for PgStore {
         role: &str,
         instance: &str,
     ) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        let (client, _messages) = self.dedicated(&app_name(role, instance)).await?;
-        // The server notices a vanished instance within ~10 s even without a FIN (a cut network):
-        // the lease must not outlive its holder by long.
-        client
-            .batch_execute(
-                "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
-            )
-            .await?;
+        // A follower asks every second: it keeps its connection for the next try rather than
+        // opening one each time.
+        let kept = self
+            .lease_candidates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(role)
+            .filter(|c| !c.is_closed());
+        let client = match kept {
+            Some(client) => client,
+            None => {
+                let (client, _messages) = self.dedicated(&app_name(role, instance)).await?;
+                // The server notices a vanished instance within ~10 s even without a FIN (a cut
+                // network): the lease must not outlive its holder by long.
+                client
+                    .batch_execute(
+                        "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
+                    )
+                    .await?;
+                client
+            }
+        };
         let granted: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock($1, $2)",
@@ -127,7 +141,14 @@ impl ClusterStore for PgStore {
             )
             .await?
             .get(0);
-        Ok(granted.then(|| Box::new(PgLease { client }) as Box<dyn Lease>))
+        if granted {
+            return Ok(Some(Box::new(PgLease { client })));
+        }
+        self.lease_candidates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(role.to_owned(), client);
+        Ok(None)
     }
 
     async fn leaders(&self) -> Result<Vec<Leader>, StoreError> {

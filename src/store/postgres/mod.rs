@@ -41,6 +41,8 @@ pub struct PgStore {
     committer: Pool,
     /// For connections of their own: leases and the LISTEN connection.
     config: tokio_postgres::Config,
+    /// Connections of roles this instance follows, kept for the next try of the lease.
+    lease_candidates: std::sync::Mutex<HashMap<String, tokio_postgres::Client>>,
 }
 
 impl PgStore {
@@ -58,6 +60,7 @@ impl PgStore {
             pool,
             committer,
             config,
+            lease_candidates: std::sync::Mutex::new(HashMap::new()),
         };
         store.migrate().await?;
         Ok(store)
