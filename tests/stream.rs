@@ -386,7 +386,98 @@ async fn refusals_are_json_before_the_upgrade(db: TestDb) {
     server.stop().await;
 }
 
+/// Waits (at most a minute: liveness, not timing) until `line_start`'s metric reaches `at_least`.
+async fn wait_for_metric(server: &TestServer, line_start: &str, at_least: f64) {
+    let started = Instant::now();
+    while metric(server, line_start).await < at_least {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{line_start} never reached {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_client_that_does_not_answer_pings_is_closed_and_one_that_does_stays(db: TestDb) {
+    const PING_TIMEOUTS: &str = "zoomhook_stream_disconnects_total{reason=\"ping_timeout\"}";
+    let server = TestServer::start(config(&db, &[("stream_ping_interval", "500ms")])).await;
+    ingest(&server, "meeting.started", 0, 3, 0).await;
+
+    // The silent client reads the hello and the backlog, then stops reading: tungstenite answers
+    // a ping only while the socket is read, so from here on no pong leaves this client.
+    let (mut silent, _) = connect(&server, "?after_seq=0").await;
+    assert_eq!(seqs(&events(&mut silent, 3).await), vec![1, 2, 3]);
+
+    // The answering client reads all the time (tungstenite answers each ping as it reads it).
+    let (mut answering, _) = connect(&server, "?after_seq=0").await;
+    assert_eq!(seqs(&events(&mut answering, 3).await), vec![1, 2, 3]);
+    let (pings_tx, mut pings) = tokio::sync::watch::channel(0u32);
+    let (frames_tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(message) = answering.next().await {
+            match message {
+                Ok(Message::Ping(_)) => pings_tx.send_modify(|n| *n += 1),
+                Ok(Message::Text(text)) => {
+                    let _ = frames_tx.send(serde_json::from_str::<Value>(&text).expect("json"));
+                }
+                Ok(Message::Close(close)) => return Some(format!("{close:?}")),
+                Ok(_) => {}
+                Err(e) => return Some(e.to_string()),
+            }
+        }
+        Some("the stream ended".to_owned())
+    });
+
+    wait_for_metric(&server, PING_TIMEOUTS, 1.0).await;
+    // Now read what the silent client was sent: exactly one ping (the server judges a client at
+    // the first ping that finds the previous one unanswered), then the close.
+    let mut pings_before_close = 0;
+    let close = loop {
+        let message = tokio::time::timeout(FRAME_WAIT, silent.next())
+            .await
+            .expect("a frame within the wait")
+            .expect("a close frame before the end")
+            .expect("frame");
+        match message {
+            Message::Ping(_) => pings_before_close += 1,
+            Message::Close(Some(close)) => break close,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4001, "{close:?}");
+    assert!(close.reason.starts_with("no answer to ping"), "{close:?}");
+    assert_eq!(
+        parse_resume_seq(&close.reason),
+        Some(3),
+        "names the last seq sent"
+    );
+    assert_eq!(pings_before_close, 1);
+
+    // The answering client lives on through several more ping intervals (each of which would
+    // have closed it, had it not answered), and still gets new events.
+    let seen = *pings.borrow();
+    tokio::time::timeout(Duration::from_secs(60), pings.wait_for(|n| *n >= seen + 3))
+        .await
+        .expect("pings keep coming")
+        .expect("the answering client is still connected");
+    ingest(&server, "meeting.ended", 10, 1, 0).await;
+    let live = tokio::time::timeout(FRAME_WAIT, frames.recv())
+        .await
+        .expect("a frame within the wait")
+        .expect("the answering client is still connected");
+    assert_eq!(live["seq"], 4, "{live}");
+    assert!(!reader.is_finished(), "the answering client was closed");
+    assert_eq!(
+        metric(&server, PING_TIMEOUTS).await,
+        1.0,
+        "only the silent one"
+    );
+    reader.abort();
+    server.stop().await;
+}
+
 both_backends!(
+    a_client_that_does_not_answer_pings_is_closed_and_one_that_does_stays,
     a_slow_client_is_cut_off_with_its_resume_point_and_harms_nobody,
     refusals_are_json_before_the_upgrade,
     live_events_arrive_in_order_with_the_original_body,
@@ -445,3 +536,185 @@ async fn events_tail_prints_events_as_they_arrive() {
     child.kill().await.expect("kill");
     server.stop().await;
 }
+
+/// `zoomhook serve` (the real binary) on `port` over `db`; killed when dropped.
+async fn serve_on(db: &TestDb, port: u16) -> common::binary::Binary {
+    let addr = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_zoomhook"))
+        .args(["serve", "--listen", &addr, "--database", &db.url])
+        .env("ZOOM_WEBHOOK_SECRET_TOKEN", SECRET)
+        .env("ZOOMHOOK_ADMIN_TOKEN", ADMIN)
+        .env("ZOOMHOOK_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn zoomhook serve");
+    let server = common::binary::Binary {
+        child,
+        base: format!("http://{addr}"),
+        addr,
+    };
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while !http
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "zoomhook serve on {} did not become healthy",
+            server.addr
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    server
+}
+
+/// Sends events `first..first + count` to `base`, signed, 8 at a time; each must be acknowledged.
+async fn ingest_to(base: &str, first: i64, count: i64) {
+    let http = reqwest::Client::new();
+    let statuses: Vec<_> = stream::iter(first..first + count)
+        .map(|n| {
+            let http = http.clone();
+            async move {
+                let body = event_body("meeting.started", n, 0);
+                let ts = now_secs().to_string();
+                http.post(format!("{base}/webhooks/zoom"))
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("x-zm-request-timestamp", &ts)
+                    .header("x-zm-signature", zoom_signature(SECRET, &ts, &body))
+                    .header("x-zm-request-id", uuid::Uuid::new_v4().to_string())
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.as_ref().is_ok_and(|s| s.is_success())),
+        "{statuses:?}"
+    );
+}
+
+/// Reads `count` more lines of `events tail`'s output (each wait bounded: liveness only).
+async fn tail_lines(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    count: usize,
+    printed: &mut Vec<String>,
+) {
+    for _ in 0..count {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("a line within the wait; so far {printed:#?}"))
+            .expect("read")
+            .expect("tail keeps running");
+        printed.push(line);
+    }
+}
+
+/// `zoomhook events tail` (the real binary) follows two real server restarts on the same
+/// database and port — one SIGKILL, one graceful SIGTERM — with events ingested while it is
+/// disconnected, and prints every event exactly once, in order.
+async fn events_tail_resumes_across_server_restarts(db: TestDb) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut first = serve_on(&db, port).await;
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_zoomhook"))
+        .args(["events", "tail", "--after-seq", "0"])
+        .env("ZOOMHOOK_URL", &first.base)
+        .env("ZOOMHOOK_TOKEN", ADMIN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn zoomhook events tail");
+    let mut lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
+    let mut messages = BufReader::new(tail.stderr.take().expect("stderr")).lines();
+    let stderr = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = messages.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+    let mut printed = Vec::new();
+
+    ingest_to(&first.base, 0, 40).await;
+    tail_lines(&mut lines, 40, &mut printed).await;
+
+    // 1. The server dies (no close frame); its successor on the same port and database gets
+    //    events before tail has reconnected (it backs off), and some after.
+    first.kill();
+    let mut second = serve_on(&db, port).await;
+    ingest_to(&second.base, 100, 30).await;
+    tail_lines(&mut lines, 30, &mut printed).await;
+    ingest_to(&second.base, 200, 10).await;
+    tail_lines(&mut lines, 10, &mut printed).await;
+
+    // 2. A graceful stop: the server closes the stream (1001, "server stopping"), then exits.
+    second.signal("-TERM");
+    second.child.wait().expect("the server exits on SIGTERM");
+    let third = serve_on(&db, port).await;
+    ingest_to(&third.base, 300, 40).await;
+    // One more event last: a duplicate or a late event would have to show before it.
+    ingest_to(&third.base, 400, 1).await;
+    tail_lines(&mut lines, 41, &mut printed).await;
+
+    let fields: Vec<Vec<&str>> = printed
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let seqs: Vec<i64> = fields
+        .iter()
+        .map(|f| f[0].parse().expect("a seq first"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=121).collect::<Vec<_>>(),
+        "every event once, in order: {printed:#?}"
+    );
+    let stored: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/events?after_seq=0&limit=1000",
+            third.base
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let stored_ids: Vec<&str> = stored["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| e["id"].as_str().expect("id"))
+        .collect();
+    let printed_ids: Vec<&str> = fields.iter().map(|f| *f.last().expect("id")).collect();
+    assert_eq!(printed_ids, stored_ids, "the ids of the log, in its order");
+
+    tail.kill().await.expect("kill tail");
+    let stderr = stderr.await.expect("stderr reader");
+    assert!(
+        stderr
+            .iter()
+            .filter(|l| l.starts_with("stream interrupted"))
+            .count()
+            >= 2,
+        "tail lost the stream at both restarts: {stderr:#?}"
+    );
+    drop(third);
+}
+
+both_backends!(events_tail_resumes_across_server_restarts);
