@@ -71,7 +71,9 @@ async fn answer(
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:0".to_owned());
-    let path = args.next().unwrap_or_else(|| "durable-ceiling.log".to_owned());
+    let path = args
+        .next()
+        .unwrap_or_else(|| "durable-ceiling.log".to_owned());
     let file = File::create(&path)?;
     let (queue, receiver) = std_mpsc::channel::<Pending>();
     std::thread::Builder::new()

@@ -70,7 +70,8 @@ pub async fn stream(
     let head = state.store.head_seq().await?;
     let session = Session {
         store: state.store.clone(),
-        log_advanced: state.log_advanced.subscribe(),
+        tail_advanced: state.stream_tail.subscribe(),
+        tail: std::sync::Arc::clone(&state.stream_tail),
         stopping: state.stopping.clone(),
         patterns,
         after_seq: after_seq.unwrap_or(head),

@@ -58,6 +58,8 @@ pub struct Shared {
     pub leadership: Arc<crate::cluster::Leadership>,
     /// The live status of this instance's WebSocket sources.
     pub sources: Arc<crate::source::board::Board>,
+    /// The recent end of the log, shared by every stream session.
+    pub stream_tail: Arc<crate::stream::tail::Tail>,
 }
 
 impl Deref for AppState {
@@ -148,12 +150,18 @@ async fn serve(
     let limits = config.limits.clone();
     let instance_id = config.instance_id.clone();
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    let log_advanced = watch::channel(0).0;
+    let stream_tail = crate::stream::tail::Tail::start(
+        Arc::clone(&store),
+        log_advanced.subscribe(),
+        stop_rx.clone(),
+    );
     let state = AppState(Arc::new(Shared {
         config: Arc::new(config),
         store,
         appender,
         metrics: server_metrics,
-        log_advanced: watch::channel(0).0,
+        log_advanced,
         deliveries_queued: Arc::new(Notify::new()),
         subscriptions_changed: watch::channel(0).0,
         ssrf,
@@ -161,6 +169,7 @@ async fn serve(
         stopping: stop_rx.clone(),
         leadership: crate::cluster::Leadership::new(instance_id),
         sources: Arc::new(crate::source::board::Board::default()),
+        stream_tail,
     }));
     let app = router(state.clone());
     tracing::info!(listen = %local, "zoomhook is listening; webhooks at /webhooks/zoom");

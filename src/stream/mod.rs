@@ -1,20 +1,23 @@
 //! The WebSocket stream (`GET /api/v1/stream`): each connected client follows the event log from
 //! a position of its choice, live, and can resume after a disconnect without gap or duplicate.
 //!
-//! Why each session reads the log itself instead of receiving events pushed by ingest: the log is
-//! the source of truth and is ordered by `seq`, which is assigned in commit order and never
+//! Why each session keeps its own cursor instead of receiving events pushed by ingest: the log
+//! is the source of truth and is ordered by `seq`, which is assigned in commit order and never
 //! reused. A session that keeps its own cursor (the last seq it handed to the socket) and always
-//! reads `seq > cursor` can neither skip nor repeat an event — not at the switch from backlog to
+//! takes `seq > cursor` can neither skip nor repeat an event — not at the switch from backlog to
 //! live, not when events commit while the backlog is being sent, not for events another instance
-//! appended. "Live" is only a wake-up: `AppState::log_advanced` after every local append, plus a
-//! short poll for appends by other instances. Ingest never waits for a client, and a slow client
-//! costs nothing but its own socket buffer.
+//! appended. Where it takes them from is a matter of cost: a live session takes them from the
+//! server's shared tail (`tail.rs`: the recent end of the log, read once and serialised once for
+//! every session); a session behind the tail's window reads the log itself, page by page, until it
+//! reaches the window. Ingest never waits for a client, and a slow client costs nothing but its
+//! own socket buffer.
 //!
 //! Memory per client is bounded: one page of events while catching up, and the WebSocket write
 //! buffer. A client whose socket does not accept a frame within `stream_send_timeout` is closed
 //! with a reason naming the last seq it was sent (`slow consumer; resume with after_seq=N`).
 
 pub mod frames;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +48,10 @@ const CLOSE_INTERNAL: u16 = 1011;
 /// lingering client never delays the server's final commit at shutdown.
 pub struct Session {
     pub store: Arc<dyn EventStore>,
-    /// Changes after every append in this process.
-    pub log_advanced: watch::Receiver<u64>,
+    /// The server's shared tail of the log (see `tail.rs`).
+    pub tail: Arc<tail::Tail>,
+    /// Changes whenever the tail grows (from [`tail::Tail::subscribe`]).
+    pub tail_advanced: watch::Receiver<i64>,
     /// Turns true when the server stops.
     pub stopping: watch::Receiver<bool>,
     /// Only events matching one of these (all events when empty).
@@ -173,16 +178,34 @@ impl Session {
         }
     }
 
-    /// Sends every matching event after the cursor, page by page, until the log is exhausted.
+    /// Sends every matching event after the cursor, page by page, until the log is exhausted:
+    /// from the shared tail when the cursor is inside its window, else from the log.
     async fn catch_up(&self, running: &mut Running) -> Result<(), Ending> {
         loop {
+            if let Some(batch) = self.tail.after(running.scanned, PAGE as usize) {
+                let complete = batch.frames.len() < PAGE as usize;
+                for frame in batch.frames {
+                    running.scanned = frame.seq;
+                    if self.matches(&frame.event) {
+                        self.feed_text(running, frame.seq, frame.text).await?;
+                    }
+                }
+                if complete {
+                    running.scanned = running.scanned.max(batch.last);
+                }
+                self.flush(running).await?;
+                if complete {
+                    return Ok(());
+                }
+                continue;
+            }
             let (page, head) = self.next_page(running.scanned).await?;
             let full = page.len() as i64 >= PAGE;
             for event in &page {
                 running.scanned = event.seq;
-                if self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(&event.event))
-                {
-                    self.feed(running, event).await?;
+                if self.matches(&event.event) {
+                    let text = frames::event_text(event).into();
+                    self.feed_text(running, event.seq, text).await?;
                 }
             }
             self.flush(running).await?;
@@ -217,13 +240,21 @@ impl Session {
         Ok((page, head))
     }
 
+    fn matches(&self, event: &str) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(event))
+    }
+
     /// Hands one event frame to the socket. `feed` either takes the frame or (when the timeout
     /// cancels it while waiting for room) does not, never half: so `last_sent` is exact.
-    async fn feed(&self, running: &mut Running, event: &StoredEvent) -> Result<(), Ending> {
-        let frame = Message::Text(frames::event_text(event).into());
-        match timeout(self.send_timeout, running.socket.feed(frame)).await {
+    async fn feed_text(
+        &self,
+        running: &mut Running,
+        seq: i64,
+        text: Utf8Bytes,
+    ) -> Result<(), Ending> {
+        match timeout(self.send_timeout, running.socket.feed(Message::Text(text))).await {
             Ok(Ok(())) => {
-                running.last_sent = event.seq;
+                running.last_sent = seq;
                 metrics::counter!("zoomhook_stream_frames_total").increment(1);
                 Ok(())
             }
@@ -271,7 +302,7 @@ impl Session {
                 // Pings are answered by the WebSocket layer; other frames mean nothing here.
                 Some(Ok(_)) => false,
             },
-            changed = self.log_advanced.changed() => {
+            changed = self.tail_advanced.changed() => {
                 changed.map_err(|_| Ending::ServerStopping)?;
                 false
             }
