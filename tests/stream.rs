@@ -153,6 +153,36 @@ async fn resume_after_a_disconnect_gets_exactly_what_was_missed(db: TestDb) {
     server.stop().await;
 }
 
+/// The shared tail keeps at most 8 MiB of frames: with 12 MB of large events, a live client is
+/// served from the tail while one resuming from the start reads the log, then crosses into the
+/// tail — both get every event once, in order, and a filtered one only its events.
+async fn a_resume_from_behind_the_shared_tail_crosses_into_it_without_gap(db: TestDb) {
+    let server = TestServer::start(config(&db, &[])).await;
+    let (mut live, hello) = connect(&server, "").await;
+    let start = hello["after_seq"].as_i64().expect("after_seq");
+    // 40 events of ~300 KB: more than the tail's window holds.
+    ingest(&server, "meeting.started", 0, 20, 300_000).await;
+    ingest(&server, "meeting.ended", 20, 20, 300_000).await;
+    let got = seqs(&events(&mut live, 40).await);
+    assert_eq!(got, (start + 1..=start + 40).collect::<Vec<_>>());
+    let (mut from_start, _) = connect(&server, &format!("?after_seq={start}")).await;
+    let (mut filtered, _) =
+        connect(&server, &format!("?after_seq={start}&events=meeting.ended")).await;
+    // More arrive while the two catch up.
+    ingest(&server, "meeting.ended", 40, 5, 300_000).await;
+    let got = seqs(&events(&mut from_start, 45).await);
+    assert_eq!(got, (start + 1..=start + 45).collect::<Vec<_>>());
+    let got = seqs(&events(&mut filtered, 25).await);
+    let expected: Vec<i64> = (start + 21..=start + 45).collect();
+    assert_eq!(got, expected, "only meeting.ended, each once");
+    let got = seqs(&events(&mut live, 5).await);
+    assert_eq!(got, (start + 41..=start + 45).collect::<Vec<_>>());
+    for ws in [&mut live, &mut from_start, &mut filtered] {
+        assert_quiet(ws).await;
+    }
+    server.stop().await;
+}
+
 async fn resume_while_ingest_continues_has_no_gap_and_no_duplicate(db: TestDb) {
     let server = TestServer::start(config(&db, &[])).await;
     let (mut ws, _) = connect(&server, "").await;
@@ -483,6 +513,7 @@ both_backends!(
     live_events_arrive_in_order_with_the_original_body,
     resume_after_a_disconnect_gets_exactly_what_was_missed,
     resume_while_ingest_continues_has_no_gap_and_no_duplicate,
+    a_resume_from_behind_the_shared_tail_crosses_into_it_without_gap,
     a_filtered_stream_gets_only_matching_events_once,
 );
 
