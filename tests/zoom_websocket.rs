@@ -345,7 +345,69 @@ both_backends!(
     events_over_the_websocket_land_in_the_log_and_in_entity_state,
     a_dropped_and_a_silent_connection_are_each_one_gap_with_the_right_bounds,
     an_invalid_token_frame_brings_a_new_token_and_a_reconnect,
+    hostile_frames_never_cost_the_next_event,
 );
+
+/// Hostile frames from the WebSocket — not JSON, not an object, a `message` without an event, an
+/// event with NUL bytes and odd Unicode in every extracted field, a frame over the size limit —
+/// never cost the events after them: the connection stays (or comes back) and the next event
+/// lands.
+async fn hostile_frames_never_cost_the_next_event(db: TestDb) {
+    let zoom = FakeZoom::start().await;
+    let server = TestServer::start(ws_config(&db, &zoom, &[("max_body_bytes", "65536")])).await;
+    zoom.wait_connected(1).await;
+    for frame in [
+        "not json",
+        "[1,2,3]",
+        r#"{"module":"message"}"#,
+        r#"{"module":"message","content":""}"#,
+        r#"{"module":"message","content":"{\"no_event\":1}"}"#,
+        r#"{"module":"message","content":"[\"array\"]"}"#,
+        r#"{"module":"message","content":42}"#,
+        r#"{"module":"mystery","success":false,"content":"something odd"}"#,
+    ] {
+        zoom.send_frame(frame);
+    }
+    let nul = r"a\u0000b";
+    let hostile = format!(
+        r#"{{"event":"meeting.started{nul}","event_ts":1,"payload":{{"account_id":"{nul}","object":{{"id":"{nul}{long}","uuid":"\ud83d\ude00{nul}","topic":"{nul}"}}}}}}"#,
+        long = "x".repeat(5000)
+    );
+    zoom.send_event(hostile.as_bytes());
+    let (after, _) = event("meeting.ended", now_millis());
+    zoom.send_event(&after);
+    let events = wait_log(&server, "the event after the hostile frames", |e| {
+        e.iter()
+            .any(|e| e["event"] == "meeting.ended" && e["source"] == SOURCE)
+    })
+    .await;
+    let from_ws: Vec<&Value> = events.iter().filter(|e| e["source"] == SOURCE).collect();
+    assert_eq!(
+        from_ws.len(),
+        2,
+        "the hostile event and the next one: {from_ws:#?}"
+    );
+    // A frame over the limit ends the connection (the WebSocket layer refuses it); the source
+    // reconnects, records the gap, and the next event lands.
+    zoom.send_frame(&format!(
+        r#"{{"module":"message","content":"{}"}}"#,
+        "y".repeat(200_000)
+    ));
+    zoom.wait_connected(2).await;
+    let (last, _) = event("meeting.deleted", now_millis());
+    zoom.send_event(&last);
+    wait_log(&server, "the event after the oversized frame", |e| {
+        e.iter()
+            .any(|e| e["event"] == "meeting.deleted" && e["source"] == SOURCE)
+    })
+    .await;
+    let metrics = server.metrics_page().await;
+    assert!(
+        metrics.contains("zoomhook_source_events_total{source=\"live\",outcome=\"invalid\"}"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
 
 /// Wrong credentials: no connection, the refusal is visible in `/api/v1/sources`, and the
 /// source keeps retrying (with backoff) rather than giving up.
