@@ -17,7 +17,6 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SOURCE: &str = "live";
 
@@ -93,15 +92,7 @@ async fn an_event_posted_to_one_instance_reaches_stream_clients_on_the_other() {
         .expect("B is running");
 
     // A stream client on B gets events posted to A, in order.
-    let url = format!("{}/api/v1/stream", b.base.replacen("http", "ws", 1));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {ADMIN}").parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect to B");
+    let mut ws = b.open_stream("").await;
     let hello = ws.next().await.expect("hello").expect("frame");
     assert!(
         hello.to_text().expect("text").contains("hello"),
@@ -133,24 +124,7 @@ async fn an_event_posted_to_one_instance_reaches_stream_clients_on_the_other() {
     assert_eq!(seqs, expected, "every event once, in order");
 
     // Exactly one instance leads each role, and both say who.
-    let ready_a: Value = a
-        .http
-        .get(a.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
-    let ready_b: Value = b
-        .http
-        .get(b.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
+    let (ready_a, ready_b) = (a.readyz().await, b.readyz().await);
     let leading = |v: &Value| -> Vec<String> {
         v["leading"]
             .as_array()
@@ -187,13 +161,7 @@ async fn an_event_posted_to_one_instance_reaches_stream_clients_on_the_other() {
         Some("a"),
         "{sources:#}"
     );
-    let live = sources["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .find(|s| s["name"] == SOURCE)
-        .expect("listed")
-        .clone();
+    let live = b.source_view(SOURCE).await;
     assert_eq!(live["leader"], "a", "{live:#}");
     assert_eq!(
         live["state"], "connected",
@@ -257,15 +225,7 @@ async fn kill_9_of_the_leader_moves_sync_fan_out_and_the_zoom_connection_to_the_
     a.kill();
     zoom.wait_connected(2).await;
     eventually("B to lead everything", || async {
-        let ready: Value = b
-            .http
-            .get(b.url("/readyz"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let ready = b.readyz().await;
         (ready["leading"] == json!(["fanout", "source:live", "sync"])).then_some(())
     })
     .await;

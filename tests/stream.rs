@@ -53,16 +53,7 @@ fn stream_url(server: &TestServer, query: &str) -> String {
 
 /// Connects with the admin token in the `Authorization` header and reads the hello frame.
 async fn connect(server: &TestServer, query: &str) -> (Ws, Value) {
-    let mut request = stream_url(server, query)
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {ADMIN}").parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("WebSocket handshake");
+    let mut ws = server.open_stream(query).await;
     let hello = next_frame(&mut ws).await.expect("hello frame");
     assert_eq!(hello["type"], "hello", "{hello}");
     (ws, hello)

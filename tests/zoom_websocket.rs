@@ -12,7 +12,6 @@ use common::fake_zoom::{self, FakeZoom};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use zoomhook::core::clock::{now_millis, parse_time};
 
 const SOURCE: &str = "live";
@@ -145,14 +144,7 @@ async fn events_over_the_websocket_land_in_the_log_and_in_entity_state(db: TestD
         );
     }
 
-    let sources = server.api("/api/v1/sources").await;
-    let live = sources["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .find(|s| s["name"] == SOURCE)
-        .expect("the source is listed")
-        .clone();
+    let live = server.source_view(SOURCE).await;
     assert_eq!(live["kind"], "zoom_websocket", "{live:#}");
     assert_eq!(live["state"], "connected", "{live:#}");
     assert_eq!(live["leader"], "node-a", "{live:#}");
@@ -164,13 +156,7 @@ async fn events_over_the_websocket_land_in_the_log_and_in_entity_state(db: TestD
         Value::Array(vec![]),
         "a first start is no gap"
     );
-    let webhook = sources["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .find(|s| s["name"] == "zoom")
-        .expect("the webhook source is listed")
-        .clone();
+    let webhook = server.source_view("zoom").await;
     assert_eq!(webhook["kind"], "webhook");
     assert_eq!(webhook["path"], "/webhooks/zoom");
     // A WebSocket source does not take webhooks.
@@ -186,19 +172,7 @@ async fn a_dropped_and_a_silent_connection_are_each_one_gap_with_the_right_bound
     let server = TestServer::start(ws_config(&db, &zoom, &[])).await;
     zoom.wait_connected(1).await;
     // A stream client following only gaps (how an operator's backfill job would listen).
-    let mut request = format!(
-        "{}/api/v1/stream?events=zoomhook.source.gap",
-        server.base.replacen("http", "ws", 1)
-    )
-    .into_client_request()
-    .expect("request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {ADMIN}").parse().expect("header"),
-    );
-    let (mut stream, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("stream");
+    let mut stream = server.open_stream("?events=zoomhook.source.gap").await;
     let hello = stream.next().await.expect("hello").expect("frame");
     assert!(hello.to_text().expect("text").contains("hello"));
 
@@ -265,14 +239,7 @@ async fn a_dropped_and_a_silent_connection_are_each_one_gap_with_the_right_bound
     // Nothing else counted as a gap, and the API and metrics say the same.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(gaps(&server.all_events().await).len(), 2);
-    let sources = server.api("/api/v1/sources").await;
-    let live = sources["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .find(|s| s["name"] == SOURCE)
-        .expect("listed")
-        .clone();
+    let live = server.source_view(SOURCE).await;
     let recent = live["recent_gaps"].as_array().expect("gaps");
     assert_eq!(recent.len(), 2, "{live:#}");
     assert_eq!(recent[0]["from"], gap["from"], "newest first");
@@ -426,14 +393,7 @@ async fn refused_credentials_are_reported_and_retried() {
     })
     .await;
     assert!(zoom.connections().is_empty());
-    let sources = server.api("/api/v1/sources").await;
-    let live = sources["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .find(|s| s["name"] == SOURCE)
-        .expect("listed")
-        .clone();
+    let live = server.source_view(SOURCE).await;
     assert_ne!(live["state"], "connected", "{live:#}");
     let error = live["last_error"].as_str().unwrap_or_default();
     assert!(

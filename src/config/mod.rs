@@ -509,7 +509,7 @@ impl Resolver<'_> {
             }
         };
         if websocket.is_none() {
-            for field in WEBSOCKET_ONLY_KEYS {
+            for field in raw::WEBSOCKET_SOURCE_KEYS {
                 if self.text(&key(field)).is_some() {
                     return Err(self.error(
                         &key(field),
@@ -536,7 +536,7 @@ impl Resolver<'_> {
     /// variables (`ZOOM_ACCOUNT_ID`, `ZOOM_CLIENT_ID`, `ZOOM_CLIENT_SECRET[_FILE]`).
     fn websocket_source(&self, name: &str) -> Result<ZoomWebSocketConfig, ConfigError> {
         let key = |field: &str| format!("sources.{name}.{field}");
-        for field in WEBHOOK_ONLY_KEYS {
+        for field in raw::WEBHOOK_SOURCE_KEYS {
             if self.text(&key(field)).is_some() {
                 return Err(self.error(
                     &key(field),
@@ -623,40 +623,6 @@ impl Resolver<'_> {
         Ok(config)
     }
 }
-
-/// Keys that only make sense for a webhook source.
-const WEBHOOK_ONLY_KEYS: &[&str] = &[
-    "secret",
-    "secret_file",
-    "previous_secret",
-    "previous_secret_file",
-    "basic_username",
-    "basic_password",
-    "basic_password_file",
-    "token_client_id",
-    "token_client_secret",
-    "token_client_secret_file",
-    "custom_header_name",
-    "custom_header_value",
-    "custom_header_value_file",
-    "verification_token",
-    "verification_token_file",
-    "allow_ips",
-];
-
-/// Keys that only make sense for a WebSocket source.
-const WEBSOCKET_ONLY_KEYS: &[&str] = &[
-    "subscription_id",
-    "account_id",
-    "client_id",
-    "client_secret",
-    "client_secret_file",
-    "grant_type",
-    "oauth_url",
-    "websocket_url",
-    "heartbeat_interval",
-    "silence_timeout",
-];
 
 /// Parses `300s`, `5m`, `7d`, `1h 30m`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {

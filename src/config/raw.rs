@@ -55,13 +55,15 @@ pub const TOP_KEYS: &[&str] = &[
     "smtp_from",
 ];
 
-/// Keys of a `[sources.NAME]` table.
-pub const SOURCE_KEYS: &[&str] = &[
+/// Keys of a `[sources.NAME]` table of either kind.
+pub const COMMON_SOURCE_KEYS: &[&str] = &["kind", "timestamp_tolerance"];
+
+/// Keys of a webhook source (how its requests are verified).
+pub const WEBHOOK_SOURCE_KEYS: &[&str] = &[
     "secret",
     "secret_file",
     "previous_secret",
     "previous_secret_file",
-    "timestamp_tolerance",
     "basic_username",
     "basic_password",
     "basic_password_file",
@@ -74,7 +76,10 @@ pub const SOURCE_KEYS: &[&str] = &[
     "verification_token",
     "verification_token_file",
     "allow_ips",
-    "kind",
+];
+
+/// Keys of a `kind = "zoom_websocket"` source (its subscription and OAuth credentials).
+pub const WEBSOCKET_SOURCE_KEYS: &[&str] = &[
     "subscription_id",
     "account_id",
     "client_id",
@@ -86,6 +91,18 @@ pub const SOURCE_KEYS: &[&str] = &[
     "heartbeat_interval",
     "silence_timeout",
 ];
+
+/// Every key of a `[sources.NAME]` table.
+pub fn source_keys() -> impl Iterator<Item = &'static str> {
+    [
+        COMMON_SOURCE_KEYS,
+        WEBHOOK_SOURCE_KEYS,
+        WEBSOCKET_SOURCE_KEYS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+}
 
 /// Zoom's own variable names, mapped onto zoomhook keys.
 const ZOOM_ENV: &[(&str, &str)] = &[
@@ -139,8 +156,9 @@ impl RawConfig {
                         .ok_or_else(|| bad_type(&format!("sources.{name}"), origin, "a table"))?;
                     for (field, value) in source {
                         let full = format!("sources.{name}.{field}");
-                        if !SOURCE_KEYS.contains(&field.as_str()) {
-                            return Err(unknown_key(&full, origin, SOURCE_KEYS));
+                        if !source_keys().any(|k| k == field) {
+                            let known: Vec<&str> = source_keys().collect();
+                            return Err(unknown_key(&full, origin, &known));
                         }
                         self.set(&full, toml_scalar(&full, value, origin)?, origin);
                     }
@@ -171,7 +189,7 @@ impl RawConfig {
                     origin: "environment".into(),
                     message: format!(
                         "expected ZOOMHOOK_SOURCE_<NAME>_<KEY> with KEY one of {}",
-                        SOURCE_KEYS.join(", ").to_uppercase()
+                        source_keys().collect::<Vec<_>>().join(", ").to_uppercase()
                     ),
                 })?;
                 self.set(&key, value, name);
@@ -195,8 +213,7 @@ impl RawConfig {
 /// source names may themselves contain underscores.
 fn source_env_key(rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
-    SOURCE_KEYS
-        .iter()
+    source_keys()
         .filter_map(|field| {
             let name = lower.strip_suffix(field)?.strip_suffix('_')?;
             (!name.is_empty()).then(|| {

@@ -139,6 +139,10 @@ pub fn config(db: &TestDb, settings: &[(&str, &str)]) -> Config {
     Config::resolve(&raw).expect("valid test configuration")
 }
 
+/// A client's end of `GET /api/v1/stream`.
+pub type StreamSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A zoomhook server running in this process on an ephemeral port.
 pub struct TestServer {
     pub base: String,
@@ -243,6 +247,49 @@ impl TestServer {
             response.status()
         );
         response.json().await.expect("json")
+    }
+
+    /// Opens the stream (`GET /api/v1/stream{query}`) with the admin token in the header; the
+    /// hello frame is left for the caller to read.
+    pub async fn open_stream(&self, query: &str) -> StreamSocket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "{}/api/v1/stream{query}",
+            self.base.replacen("http", "ws", 1)
+        );
+        let mut request = url.into_client_request().expect("stream request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {ADMIN}").parse().expect("header"),
+        );
+        tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket handshake")
+            .0
+    }
+
+    /// `GET /readyz` as JSON, whatever its status.
+    pub async fn readyz(&self) -> Value {
+        self.http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz")
+            .json()
+            .await
+            .expect("readyz json")
+    }
+
+    /// One source of `GET /api/v1/sources`.
+    pub async fn source_view(&self, name: &str) -> Value {
+        let sources = self.api("/api/v1/sources").await;
+        sources["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("source {name} is not listed: {sources:#}"))
     }
 
     /// The server's `/metrics` page (Prometheus text).
