@@ -265,6 +265,26 @@ async fn rate_limit_holds_across_instances(db: TestDb) {
     assert_eq!(a.claim(&claim(t + 600)).await.unwrap().len(), 1);
     // A long pause refills one second's worth, no more.
     assert_eq!(b.claim(&claim(t + 60_000)).await.unwrap().len(), 5);
+    // Deleting the subscription deletes its bucket: nothing of it is left behind.
+    assert_eq!(bucket_rows(&db).await, 1);
+    assert!(a.delete_subscription(&sub.id).await.unwrap());
+    assert_eq!(bucket_rows(&db).await, 0);
+}
+
+/// Rows of `rate_buckets`, read directly from the database.
+async fn bucket_rows(db: &TestDb) -> i64 {
+    const COUNT: &str = "SELECT COUNT(*) FROM rate_buckets";
+    if let Some(path) = db.sqlite_path() {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        return conn.query_row(COUNT, [], |r| r.get(0)).unwrap();
+    }
+    let name = db.pg_name().unwrap();
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{}/{name}", pg_base()), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client.query_one(COUNT, &[]).await.unwrap().get(0)
 }
 
 async fn entity_order_claims_the_oldest_open_delivery_of_each_entity(db: TestDb) {

@@ -154,6 +154,11 @@ impl DeliveryStore for PgStore {
         .await?;
         tx.execute("DELETE FROM deliveries WHERE subscription_id = $1", &[&id])
             .await?;
+        tx.execute(
+            "DELETE FROM rate_buckets WHERE subscription_id = $1",
+            &[&id],
+        )
+        .await?;
         let deleted = tx
             .execute("DELETE FROM subscriptions WHERE id = $1", &[&id])
             .await?;

@@ -156,6 +156,7 @@ impl DeliveryStore for SqliteStore {
                 [&id],
             )?;
             tx.execute("DELETE FROM deliveries WHERE subscription_id = ?1", [&id])?;
+            tx.execute("DELETE FROM rate_buckets WHERE subscription_id = ?1", [&id])?;
             let deleted = tx.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])?;
             tx.commit()?;
             Ok(deleted > 0)
