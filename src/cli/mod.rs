@@ -9,6 +9,7 @@ pub mod events;
 pub mod listen;
 pub mod meetings;
 pub mod migrate;
+pub mod pipe;
 pub mod send;
 pub mod serve;
 pub mod simulate;
