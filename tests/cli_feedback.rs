@@ -98,3 +98,101 @@ async fn a_closed_pipe_ends_events_list_quietly() {
     server.stop().await;
 }
 
+/// Rows of `events list` (without the header).
+async fn listed(args: &[&str], server: &TestServer) -> Result<usize, String> {
+    let mut all = vec!["events", "list", "--limit", "1000"];
+    all.extend_from_slice(args);
+    let out = zoomhook(&all, &client_env(server)).await;
+    if out.status.success() {
+        Ok(stdout(&out).lines().count().saturating_sub(1))
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_filters_take_rfc3339_epoch_ms_dates_and_durations_ago() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(config(&db, &[])).await;
+    send_meetings(&server, 3).await;
+
+    // Received just now: inside every "since" that lies in the past, outside every "until".
+    for since in [
+        "2h",
+        "30m",
+        "7d",
+        "2000-01-01",
+        "2000-01-01T00:00:00Z",
+        "946684800000",
+    ] {
+        assert_eq!(
+            listed(&["--since", since], &server).await,
+            Ok(3),
+            "--since {since}"
+        );
+        assert_eq!(
+            listed(&["--until", since], &server).await,
+            Ok(0),
+            "--until {since}"
+        );
+    }
+
+    // Meetings filter on their start (2022-03-23T12:00:00Z); sync applies them shortly.
+    let mut shown = String::new();
+    for _ in 0..200 {
+        let out = zoomhook(
+            &[
+                "meetings",
+                "list",
+                "--since",
+                "2022-03-23",
+                "--until",
+                "2022-03-24",
+            ],
+            &client_env(&server),
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        shown = stdout(&out);
+        if shown.lines().count() == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown.lines().count(), 4, "{shown}");
+    let later = zoomhook(
+        &["meetings", "list", "--since", "2022-03-24"],
+        &client_env(&server),
+    )
+    .await;
+    assert!(later.status.success(), "{}", stderr(&later));
+    assert_eq!(stdout(&later).lines().count(), 1, "{}", stdout(&later));
+
+    // A value none of the forms reads is a usage error naming the flag and the forms, for every
+    // command that has the filters; nothing is sent.
+    for args in [
+        &["events", "list", "--since", "yesterday"][..],
+        &["events", "export", "--until", "2026-13-01"],
+        &["events", "tail", "--since", "soon"],
+        &["meetings", "list", "--until", "tomorrow"],
+        &["replay", "sub_x", "--since", "last week"],
+    ] {
+        let out = zoomhook(args, &client_env(&server)).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        let flag = args[args.len() - 2];
+        assert!(err.contains(flag), "{args:?}: {err}");
+        for form in [
+            "RFC 3339",
+            "epoch milliseconds",
+            "2026-11-01",
+            "midnight UTC",
+            "2h",
+        ] {
+            assert!(err.contains(form), "{args:?} names {form}: {err}");
+        }
+    }
+    let help = zoomhook(&["events", "list", "--help"], &[]).await;
+    assert!(stdout(&help).contains("midnight UTC"), "{}", stdout(&help));
+    server.stop().await;
+}

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::ClientArgs;
 use super::client::AdminClient;
+use super::time_filter::{self, TimeFilter};
 use crate::api::entities::EntityPage;
 
 #[derive(Debug, Subcommand)]
@@ -19,12 +20,12 @@ pub enum MeetingsCommand {
         /// scheduled, deleted, recovered, permanently_deleted.
         #[arg(long)]
         status: Option<String>,
-        /// Starting at or after (RFC 3339 or epoch ms).
-        #[arg(long)]
-        since: Option<String>,
-        /// Starting before (RFC 3339 or epoch ms).
-        #[arg(long)]
-        until: Option<String>,
+        /// Starting at or after: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+        #[arg(long, value_parser = time_filter::parse)]
+        since: Option<TimeFilter>,
+        /// Starting before: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+        #[arg(long, value_parser = time_filter::parse)]
+        until: Option<TimeFilter>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         /// Print JSON instead of a table.
@@ -90,8 +91,8 @@ pub async fn run(cmd: MeetingsCommand) -> anyhow::Result<()> {
             let mut query: Vec<(&str, String)> = [
                 ("host", host),
                 ("status", status),
-                ("since", since),
-                ("until", until),
+                ("since", since.map(|t| t.to_string())),
+                ("until", until.map(|t| t.to_string())),
             ]
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))

@@ -17,6 +17,7 @@ mod stream_client;
 pub mod subs;
 pub mod sync;
 mod tail;
+pub mod time_filter;
 pub mod token;
 
 use std::path::PathBuf;

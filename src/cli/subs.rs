@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::ClientArgs;
 use super::client::AdminClient;
 use super::meetings::path_segment;
+use super::time_filter::{self, TimeFilter};
 
 #[derive(Debug, Subcommand)]
 pub enum SubsCommand {
@@ -370,12 +371,12 @@ pub struct ReplayArgs {
     /// Events up to this seq (inclusive).
     #[arg(long)]
     pub to_seq: Option<i64>,
-    /// Received at or after (RFC 3339 or epoch ms).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Received before.
-    #[arg(long)]
-    pub until: Option<String>,
+    /// Received at or after: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+    #[arg(long, value_parser = time_filter::parse)]
+    pub since: Option<TimeFilter>,
+    /// Received before: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+    #[arg(long, value_parser = time_filter::parse)]
+    pub until: Option<TimeFilter>,
     /// Only the events of one entity, e.g. a meeting id.
     #[arg(long)]
     pub entity: Option<String>,
@@ -390,8 +391,9 @@ pub struct ReplayArgs {
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let api = AdminClient::new(&args.client)?;
     let body = json!({
-        "after_seq": args.after_seq, "to_seq": args.to_seq, "since": args.since,
-        "until": args.until, "entity": args.entity,
+        "after_seq": args.after_seq, "to_seq": args.to_seq,
+        "since": args.since.map(|t| t.to_string()),
+        "until": args.until.map(|t| t.to_string()), "entity": args.entity,
     });
     let body: Map<String, Value> = body
         .as_object()
