@@ -196,3 +196,116 @@ async fn time_filters_take_rfc3339_epoch_ms_dates_and_durations_ago() {
     assert!(stdout(&help).contains("midnight UTC"), "{}", stdout(&help));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_simulate_find_the_server_through_zoomhook_url() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(config(&db, &[])).await;
+    let secret = [("ZOOM_WEBHOOK_SECRET_TOKEN", SECRET)];
+    let env = [client_env(&server).as_slice(), &secret].concat();
+
+    let sent = zoomhook(&["send", "--event", "meeting.started"], &env).await;
+    assert!(sent.status.success(), "{}{}", stdout(&sent), stderr(&sent));
+    let validated = zoomhook(&["send", "--validate"], &env).await;
+    assert!(
+        validated.status.success(),
+        "{}{}",
+        stdout(&validated),
+        stderr(&validated)
+    );
+    let simulated = zoomhook(
+        &[
+            "simulate",
+            "--requests",
+            "5",
+            "--connections",
+            "1",
+            "--quiet",
+        ],
+        &env,
+    )
+    .await;
+    assert!(
+        simulated.status.success(),
+        "{}{}",
+        stdout(&simulated),
+        stderr(&simulated)
+    );
+
+    // --url still names any endpoint, over ZOOMHOOK_URL.
+    let nowhere = [
+        ("ZOOMHOOK_URL", "http://127.0.0.1:1"),
+        ("ZOOM_WEBHOOK_SECRET_TOKEN", SECRET),
+    ];
+    let url = server.url("/webhooks/zoom");
+    let explicit = zoomhook(
+        &["send", "--event", "meeting.ended", "--url", &url],
+        &nowhere,
+    )
+    .await;
+    assert!(
+        explicit.status.success(),
+        "{}{}",
+        stdout(&explicit),
+        stderr(&explicit)
+    );
+
+    let names: Vec<String> = server
+        .all_events()
+        .await
+        .iter()
+        .filter_map(|e| e["event"].as_str().map(str::to_owned))
+        .collect();
+    assert!(names.iter().any(|n| n == "meeting.started"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "endpoint.url_validation"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "meeting.ended"), "{names:?}");
+    // The template, the answered challenge, five simulated events and the one sent with --url.
+    assert_eq!(names.len(), 1 + 1 + 5 + 1, "{names:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn database_commands_refuse_a_missing_file_and_migrate_creates_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.db");
+    let url = format!("sqlite://{}", missing.display());
+    for args in [
+        &["sync", "status", "--database", &url][..],
+        &["sync", "rebuild", "--database", &url],
+        &["token", "create", "--database", &url],
+    ] {
+        let out = zoomhook(args, &[]).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("no database file at") && err.contains("missing.db"),
+            "{err}"
+        );
+        assert!(err.contains("hint:") && err.contains("--database"), "{err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    // The default, sqlite://zoomhook.db, in another working directory: refused, not created.
+    let out = command(&["sync", "status"], &[])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(!dir.path().join("zoomhook.db").exists());
+
+    // migrate is the command that prepares a database: it creates the file, and says so.
+    let migrated = zoomhook(&["migrate", "--database", &url], &[]).await;
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    assert!(
+        stderr(&migrated).contains("creating a new database file"),
+        "{}",
+        stderr(&migrated)
+    );
+    assert!(missing.exists());
+    let status = zoomhook(&["sync", "status", "--database", &url], &[]).await;
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(stdout(&status).contains("lag 0"), "{}", stdout(&status));
+}

@@ -22,6 +22,7 @@ pub mod token;
 
 use std::path::PathBuf;
 
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Flags};
@@ -57,6 +58,28 @@ impl ServerArgs {
         };
         Ok(Config::load(self.config.as_deref(), &flags)?)
     }
+
+    /// Loads the configuration for a command that works on an existing database (`sync`,
+    /// `token create`). Opening a SQLite path creates the file, so a mistyped path or another
+    /// working directory used to yield an empty database and a reassuring answer (`lag 0`);
+    /// a missing file is refused instead. PostgreSQL databases are never created by opening.
+    pub fn load_existing(&self) -> anyhow::Result<Config> {
+        let config = self.load()?;
+        if let Some(path) = config.database_url.strip_prefix("sqlite://")
+            && !path.is_empty()
+            && !std::path::Path::new(path).exists()
+        {
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            bail!(
+                "no database file at {path} (working directory {cwd}); nothing was created\n\
+                 hint: pass --database sqlite://PATH (or set ZOOMHOOK_DATABASE_URL) to the server's \
+                 database, or run `zoomhook serve` (or `zoomhook migrate`) first to create it"
+            );
+        }
+        Ok(config)
+    }
 }
 
 /// Where the CLI finds a running server.
@@ -68,6 +91,28 @@ pub struct ClientArgs {
     /// Admin API token.
     #[arg(long, env = "ZOOMHOOK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Where `send` and `simulate` post events: the default source of the server the other client
+/// commands talk to, unless `--url` names another endpoint.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookTarget {
+    /// Base URL of the zoomhook server; events go to its default source, /webhooks/zoom.
+    #[arg(long, env = "ZOOMHOOK_URL", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Full endpoint URL (any receiver, or another source's path); overrides --server.
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+impl WebhookTarget {
+    /// The URL events are posted to.
+    pub fn endpoint(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => format!("{}/webhooks/zoom", self.server.trim_end_matches('/')),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
