@@ -309,3 +309,122 @@ async fn database_commands_refuse_a_missing_file_and_migrate_creates_one() {
     assert!(status.status.success(), "{}", stderr(&status));
     assert!(stdout(&status).contains("lag 0"), "{}", stdout(&status));
 }
+
+/// Runs a client command that must fail: exit status 1, `error:` and a `hint:` on stderr.
+async fn refused(args: &[&str], server: &TestServer) -> String {
+    let out = zoomhook(args, &client_env(server)).await;
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}: {}{err}",
+        stdout(&out)
+    );
+    assert!(
+        err.starts_with("error: ") && err.contains("\nhint: "),
+        "{args:?}: {err}"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_and_invalid_values_are_errors_with_a_hint() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(config(&db, &[("delivery_allow_cidrs", "127.0.0.0/8")])).await;
+    for name in ["meeting.started.json", "meeting.participant_joined.json"] {
+        assert!(server.send(&fixture(name)).await.status().is_success());
+    }
+    let (meeting, instance) = ("86431910364", "hwkAADUySwyG3GyUkqc0vA==");
+    for _ in 0..200 {
+        let out = zoomhook(&["attendance", instance], &client_env(&server)).await;
+        if out.status.success() && stdout(&out).contains("1 participant(s)") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // attendance: an unknown uuid, and a meeting id where an instance uuid belongs.
+    let err = refused(&["attendance", "nope/x+y=="], &server).await;
+    assert!(
+        err.contains("no meeting instance") && err.contains("zoomhook meetings show"),
+        "{err}"
+    );
+    let err = refused(&["attendance", meeting], &server).await;
+    assert!(err.contains("is a meeting id"), "{err}");
+    assert!(
+        err.contains(&format!("zoomhook meetings show {meeting}")),
+        "{err}"
+    );
+
+    // meetings show: an unknown id, and an instance uuid where a meeting id belongs.
+    let err = refused(&["meetings", "show", "1"], &server).await;
+    assert!(
+        err.contains("404") && err.contains("zoomhook meetings list"),
+        "{err}"
+    );
+    let err = refused(&["meetings", "show", instance], &server).await;
+    assert!(
+        err.contains("instance uuid") && err.contains("zoomhook attendance"),
+        "{err}"
+    );
+
+    // Unknown ids elsewhere say where the ids are listed.
+    let err = refused(&["events", "show", "evt_nope"], &server).await;
+    assert!(err.contains("zoomhook events list"), "{err}");
+    let err = refused(&["events", "show", "evt_nope", "--raw"], &server).await;
+    assert!(err.contains("zoomhook events list"), "{err}");
+    for args in [
+        &["subs", "show", "sub_nope"][..],
+        &["subs", "rm", "sub_nope"],
+        &["deliveries", "list", "sub_nope"],
+        &["replay", "sub_nope"],
+    ] {
+        let err = refused(args, &server).await;
+        assert!(err.contains("zoomhook subs list"), "{args:?}: {err}");
+    }
+    let err = refused(&["deliveries", "show", "dlv_nope"], &server).await;
+    assert!(err.contains("zoomhook deliveries list"), "{err}");
+
+    // A replay that matches nothing is not a success.
+    let add = zoomhook(
+        &[
+            "subs",
+            "add",
+            "--url",
+            "http://127.0.0.1:9/hook",
+            "--events",
+            "user.*",
+        ],
+        &client_env(&server),
+    )
+    .await;
+    assert!(add.status.success(), "{}", stderr(&add));
+    let id = stdout(&add)
+        .split_whitespace()
+        .find(|w| w.starts_with("sub_"))
+        .expect("a subscription id")
+        .to_owned();
+    let err = refused(&["replay", &id, "--entity", meeting], &server).await;
+    assert!(err.contains("nothing to replay"), "{err}");
+
+    // Invalid values: usage errors (exit 2) that list the valid ones.
+    for (args, valid) in [
+        (
+            &["meetings", "list", "--status", "bogus"][..],
+            &["scheduled", "deleted", "recovered", "permanently_deleted"][..],
+        ),
+        (
+            &["deliveries", "list", &id, "--status", "bogus"],
+            &["pending", "delivering", "succeeded", "failed"],
+        ),
+    ] {
+        let out = zoomhook(args, &client_env(&server)).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("--status") && err.contains("bogus"), "{err}");
+        for value in valid {
+            assert!(err.contains(value), "{args:?} lists {value}: {err}");
+        }
+    }
+    server.stop().await;
+}

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::ClientArgs;
-use super::client::AdminClient;
+use super::client::{AdminClient, NotFoundHint};
 use super::time_filter::{self, TimeFilter};
 use crate::api::events::{EventPage, EventView};
 
@@ -134,11 +134,15 @@ pub async fn run(cmd: EventsCommand) -> anyhow::Result<()> {
         EventsCommand::Show { id, raw, client } => {
             let api = AdminClient::new(&client)?;
             let path = format!("/api/v1/events/{id}");
+            const HINT: &str = "event ids (evt_…) are listed by `zoomhook events list`";
             if raw {
-                let bytes = api.get(&format!("{path}/raw"), &[]).await?.bytes().await?;
-                std::io::stdout().write_all(&bytes)?;
+                let response = api
+                    .get(&format!("{path}/raw"), &[])
+                    .await
+                    .hint_if_not_found(HINT)?;
+                std::io::stdout().write_all(&response.bytes().await?)?;
             } else {
-                let event: EventView = api.get_json(&path, &[]).await?;
+                let event: EventView = api.get_json(&path, &[]).await.hint_if_not_found(HINT)?;
                 println!("{}", serde_json::to_string_pretty(&event)?);
             }
             Ok(())
