@@ -428,3 +428,20 @@ async fn not_found_and_invalid_values_are_errors_with_a_hint() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn completions_print_a_script_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = zoomhook(&["completions", shell], &[]).await;
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains("zoomhook"), "{shell}: {script}");
+        // It knows the subcommands, from the same definitions the binary parses with.
+        assert!(
+            script.contains("attendance") && script.contains("replay"),
+            "{shell}"
+        );
+    }
+    let out = zoomhook(&["completions", "tcsh"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -3,6 +3,7 @@
 //! running server over the admin API; `send` and `simulate` act like Zoom.
 
 pub mod client;
+pub mod completions;
 pub mod config_check;
 pub mod demo;
 pub mod events;
@@ -161,6 +162,8 @@ pub enum Command {
     /// Entity sync: rebuild from the log, or show where it stands.
     #[command(subcommand)]
     Sync(sync::SyncCommand),
+    /// Print a shell completion script: `zoomhook completions bash > ~/.local/share/bash-completion/completions/zoomhook`.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the parsed command.
@@ -181,5 +184,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subs(cmd) => subs::run(cmd).await,
         Command::Deliveries(cmd) => subs::deliveries(cmd).await,
         Command::Replay(args) => subs::replay(args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
