@@ -445,3 +445,68 @@ async fn completions_print_a_script_for_bash_zsh_and_fish() {
     let out = zoomhook(&["completions", "tcsh"], &[]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Runs `zoomhook demo` (which logs as it serves) on a pseudo-terminal made by util-linux
+/// `script`, and returns what the terminal showed; `None` when `script` is not installed.
+async fn demo_on_a_terminal(env: &[(&str, &str)]) -> Option<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let line = format!(
+        "'{}' demo --exit --listen 127.0.0.1:0 --database 'sqlite://{}' --pace 0ms --meetings 1 --participants 1",
+        env!("CARGO_BIN_EXE_zoomhook"),
+        dir.path().join("demo.db").display()
+    );
+    let mut script = tokio::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ZOOMHOOK_") || key.starts_with("ZOOM_") || key == "NO_COLOR" {
+            script.env_remove(key);
+        }
+    }
+    script.env("ZOOMHOOK_LOG", "info").envs(env.iter().copied());
+    let out = script.output().await.ok()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    Some(stdout(&out))
+}
+
+#[tokio::test]
+async fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let Some(coloured) = demo_on_a_terminal(&[]).await else {
+        eprintln!("skipped: util-linux `script` is not installed (it provides the terminal)");
+        return;
+    };
+    assert!(coloured.contains("INFO"), "{coloured}");
+    assert!(
+        coloured.contains("\x1b["),
+        "colour on a terminal: {coloured}"
+    );
+
+    let plain = demo_on_a_terminal(&[("NO_COLOR", "1")])
+        .await
+        .expect("script");
+    assert!(plain.contains("INFO"), "{plain}");
+    assert!(!plain.contains("\x1b["), "NO_COLOR honoured: {plain:?}");
+
+    // Not a terminal: no colour either.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let piped = zoomhook(
+        &[
+            "demo",
+            "--exit",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &url,
+            "--pace",
+            "0ms",
+            "--meetings",
+            "1",
+            "--participants",
+            "1",
+        ],
+        &[("ZOOMHOOK_LOG", "info")],
+    )
+    .await;
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert!(stderr(&piped).contains("INFO") && !stderr(&piped).contains("\x1b["));
+}
