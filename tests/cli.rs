@@ -377,8 +377,12 @@ async fn meetings_and_attendance_report_the_synchronised_state() {
             &client_env,
         )
         .await;
-        assert!(out.status.success(), "{}", stderr(&out));
-        csv = stdout(&out);
+        // Until sync has applied the instance, attendance says it does not know it (exit 1).
+        csv = if out.status.success() {
+            stdout(&out)
+        } else {
+            stderr(&out)
+        };
         if csv.contains("12:33:39") && csv.contains("Smith") {
             break;
         }

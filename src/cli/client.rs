@@ -1,9 +1,67 @@
 //! A small client for the admin API, used by the CLI's server-facing commands.
 
 use anyhow::{Context, bail};
+use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::ClientArgs;
+
+/// An error answer of the admin API (`{error, detail}`), kept typed so a command can tell
+/// "not found" from other failures and say what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail} (the server answered {status} to {method} {path})")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub method: reqwest::Method,
+    /// The path and query asked for, without the server's base URL.
+    pub path: String,
+    /// The API's `detail`, or the body when it is not the API's JSON.
+    pub detail: String,
+}
+
+impl ApiError {
+    fn from_body(status: StatusCode, method: reqwest::Method, path: &str, body: &str) -> ApiError {
+        let detail = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| body.trim().to_owned());
+        ApiError {
+            status,
+            method,
+            path: path.to_owned(),
+            detail,
+        }
+    }
+}
+
+/// Whether `error` is the API saying 404.
+pub fn is_not_found(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<ApiError>()
+        .is_some_and(|e| e.status == StatusCode::NOT_FOUND)
+}
+
+/// Adds what to do next to an error, on its own `hint:` line.
+pub fn with_hint(error: anyhow::Error, hint: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{error:#}\nhint: {hint}")
+}
+
+/// `.hint_if_not_found(…)` on API results: a 404 gets a hint (where such ids are listed).
+pub trait NotFoundHint<T> {
+    fn hint_if_not_found(self, hint: &str) -> anyhow::Result<T>;
+}
+
+impl<T> NotFoundHint<T> for anyhow::Result<T> {
+    fn hint_if_not_found(self, hint: &str) -> anyhow::Result<T> {
+        self.map_err(|e| {
+            if is_not_found(&e) {
+                with_hint(e, hint)
+            } else {
+                e
+            }
+        })
+    }
+}
 
 /// Admin API client bound to one server and token.
 pub struct AdminClient {
@@ -65,11 +123,7 @@ impl AdminClient {
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            let detail = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
-                .unwrap_or(text);
-            bail!("{url} answered {status}: {detail}");
+            return Err(ApiError::from_body(status, reqwest::Method::GET, path, &text).into());
         }
         Ok(response)
     }
@@ -82,7 +136,10 @@ impl AdminClient {
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -94,16 +151,9 @@ impl AdminClient {
         })?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        let value: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
-            let detail = value
-                .get("detail")
-                .and_then(|d| d.as_str())
-                .map(str::to_owned)
-                .unwrap_or(text);
-            bail!("{url} answered {status}: {detail}");
+            return Err(ApiError::from_body(status, method, path, &text).into());
         }
-        Ok(value)
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 }

@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::ClientArgs;
-use super::client::AdminClient;
+use super::client::{AdminClient, NotFoundHint};
+use super::time_filter::{self, TimeFilter};
 use crate::api::events::{EventPage, EventView};
 
 #[derive(Debug, Subcommand)]
@@ -74,12 +75,12 @@ pub struct Filter {
     /// Event patterns, comma-separated (`meeting.*,user.created`).
     #[arg(long)]
     pub(super) event: Option<String>,
-    /// Received at or after (RFC 3339 or epoch ms).
-    #[arg(long)]
-    pub(super) since: Option<String>,
-    /// Received before (RFC 3339 or epoch ms).
-    #[arg(long)]
-    pub(super) until: Option<String>,
+    /// Received at or after: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+    #[arg(long, value_parser = time_filter::parse)]
+    pub(super) since: Option<TimeFilter>,
+    /// Received before: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+    #[arg(long, value_parser = time_filter::parse)]
+    pub(super) until: Option<TimeFilter>,
     /// Object id or uuid (meeting id, instance uuid, user id).
     #[arg(long)]
     pub(super) entity: Option<String>,
@@ -91,14 +92,14 @@ pub struct Filter {
 impl Filter {
     fn query(&self) -> Vec<(&'static str, String)> {
         [
-            ("event", &self.event),
-            ("since", &self.since),
-            ("until", &self.until),
-            ("entity", &self.entity),
-            ("source", &self.source),
+            ("event", self.event.clone()),
+            ("since", self.since.map(|t| t.to_string())),
+            ("until", self.until.map(|t| t.to_string())),
+            ("entity", self.entity.clone()),
+            ("source", self.source.clone()),
         ]
         .into_iter()
-        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect()
     }
 }
@@ -133,11 +134,15 @@ pub async fn run(cmd: EventsCommand) -> anyhow::Result<()> {
         EventsCommand::Show { id, raw, client } => {
             let api = AdminClient::new(&client)?;
             let path = format!("/api/v1/events/{id}");
+            const HINT: &str = "event ids (evt_…) are listed by `zoomhook events list`";
             if raw {
-                let bytes = api.get(&format!("{path}/raw"), &[]).await?.bytes().await?;
-                std::io::stdout().write_all(&bytes)?;
+                let response = api
+                    .get(&format!("{path}/raw"), &[])
+                    .await
+                    .hint_if_not_found(HINT)?;
+                std::io::stdout().write_all(&response.bytes().await?)?;
             } else {
-                let event: EventView = api.get_json(&path, &[]).await?;
+                let event: EventView = api.get_json(&path, &[]).await.hint_if_not_found(HINT)?;
                 println!("{}", serde_json::to_string_pretty(&event)?);
             }
             Ok(())

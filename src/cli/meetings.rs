@@ -1,13 +1,17 @@
 //! `zoomhook meetings list|show` and `zoomhook attendance` — the synchronised state of a running
 //! server, over the admin API.
 
-use anyhow::Context;
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use super::ClientArgs;
-use super::client::AdminClient;
+use super::client::{AdminClient, is_not_found, with_hint};
+use super::time_filter::{self, TimeFilter};
 use crate::api::entities::EntityPage;
+
+/// The states sync gives a meeting (`src/sync/rules.rs`, `project.rs`): what `--status` can match.
+const MEETING_STATUSES: [&str; 4] = ["scheduled", "deleted", "recovered", "permanently_deleted"];
 
 #[derive(Debug, Subcommand)]
 pub enum MeetingsCommand {
@@ -16,15 +20,15 @@ pub enum MeetingsCommand {
         /// Host user id.
         #[arg(long)]
         host: Option<String>,
-        /// scheduled, deleted, recovered, permanently_deleted.
-        #[arg(long)]
+        /// Only meetings in this state.
+        #[arg(long, value_parser = PossibleValuesParser::new(MEETING_STATUSES))]
         status: Option<String>,
-        /// Starting at or after (RFC 3339 or epoch ms).
-        #[arg(long)]
-        since: Option<String>,
-        /// Starting before (RFC 3339 or epoch ms).
-        #[arg(long)]
-        until: Option<String>,
+        /// Starting at or after: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+        #[arg(long, value_parser = time_filter::parse)]
+        since: Option<TimeFilter>,
+        /// Starting before: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+        #[arg(long, value_parser = time_filter::parse)]
+        until: Option<TimeFilter>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         /// Print JSON instead of a table.
@@ -90,8 +94,8 @@ pub async fn run(cmd: MeetingsCommand) -> anyhow::Result<()> {
             let mut query: Vec<(&str, String)> = [
                 ("host", host),
                 ("status", status),
-                ("since", since),
-                ("until", until),
+                ("since", since.map(|t| t.to_string())),
+                ("until", until.map(|t| t.to_string())),
             ]
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -123,9 +127,14 @@ pub async fn run(cmd: MeetingsCommand) -> anyhow::Result<()> {
         }
         MeetingsCommand::Show { id, client } => {
             let api = AdminClient::new(&client)?;
-            let meeting: Value = api
+            let meeting: Value = match api
                 .get_json(&format!("/api/v1/meetings/{}", path_segment(&id)), &[])
-                .await?;
+                .await
+            {
+                Ok(meeting) => meeting,
+                Err(e) if is_not_found(&e) => return Err(meeting_not_found(&api, &id, e).await),
+                Err(e) => return Err(e),
+            };
             println!("{}", serde_json::to_string_pretty(&meeting)?);
             let instances: EntityPage = api
                 .get_json(
@@ -146,6 +155,46 @@ pub async fn run(cmd: MeetingsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether the server knows `key` as an entity at `collection` (`/api/v1/meetings`, …).
+async fn exists(api: &AdminClient, collection: &str, key: &str) -> bool {
+    api.get(&format!("{collection}/{}", path_segment(key)), &[])
+        .await
+        .is_ok()
+}
+
+/// `meetings show` of an unknown id: perhaps an instance uuid was given.
+async fn meeting_not_found(api: &AdminClient, id: &str, error: anyhow::Error) -> anyhow::Error {
+    if exists(api, "/api/v1/meeting-instances", id).await {
+        with_hint(
+            anyhow::anyhow!("{id:?} is a meeting instance uuid, not a meeting id"),
+            format!(
+                "its attendance is `zoomhook attendance '{id}'`; meeting ids are listed by `zoomhook meetings list`"
+            ),
+        )
+    } else {
+        with_hint(error, "meeting ids are listed by `zoomhook meetings list`")
+    }
+}
+
+/// `attendance` found no one: say whether the instance exists at all, or is a meeting id.
+async fn check_instance(api: &AdminClient, uuid: &str) -> anyhow::Result<()> {
+    if exists(api, "/api/v1/meeting-instances", uuid).await {
+        return Ok(());
+    }
+    if exists(api, "/api/v1/meetings", uuid).await {
+        return Err(with_hint(
+            anyhow::anyhow!(
+                "{uuid:?} is a meeting id; attendance is counted per occurrence (instance uuid)"
+            ),
+            format!("instances are listed by `zoomhook meetings show {uuid}`"),
+        ));
+    }
+    Err(with_hint(
+        anyhow::anyhow!("no meeting instance {uuid:?} (yet)"),
+        "instance uuids are listed by `zoomhook meetings show MEETING_ID`; quote them in the shell, they may hold / + =",
+    ))
 }
 
 /// Quotes a CSV field when it needs it (RFC 4180).
@@ -171,15 +220,15 @@ pub async fn attendance(args: AttendanceArgs) -> anyhow::Result<()> {
         if let Some(a) = &after {
             query.push(("after", a.clone()));
         }
-        let page: EntityPage = api
-            .get_json(&path, &query)
-            .await
-            .context("fetching participants")?;
+        let page: EntityPage = api.get_json(&path, &query).await?;
         people.extend(page.data);
         match page.next_cursor {
             Some(next) => after = Some(next),
             None => break,
         }
+    }
+    if people.is_empty() {
+        check_instance(&api, &args.uuid).await?;
     }
     let columns = [
         "name",

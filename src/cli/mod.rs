@@ -3,12 +3,14 @@
 //! running server over the admin API; `send` and `simulate` act like Zoom.
 
 pub mod client;
+pub mod completions;
 pub mod config_check;
 pub mod demo;
 pub mod events;
 pub mod listen;
 pub mod meetings;
 pub mod migrate;
+pub mod pipe;
 pub mod send;
 pub mod serve;
 pub mod simulate;
@@ -16,10 +18,12 @@ mod stream_client;
 pub mod subs;
 pub mod sync;
 mod tail;
+pub mod time_filter;
 pub mod token;
 
 use std::path::PathBuf;
 
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Flags};
@@ -55,6 +59,28 @@ impl ServerArgs {
         };
         Ok(Config::load(self.config.as_deref(), &flags)?)
     }
+
+    /// Loads the configuration for a command that works on an existing database (`sync`,
+    /// `token create`). Opening a SQLite path creates the file, so a mistyped path or another
+    /// working directory used to yield an empty database and a reassuring answer (`lag 0`);
+    /// a missing file is refused instead. PostgreSQL databases are never created by opening.
+    pub fn load_existing(&self) -> anyhow::Result<Config> {
+        let config = self.load()?;
+        if let Some(path) = config.database_url.strip_prefix("sqlite://")
+            && !path.is_empty()
+            && !std::path::Path::new(path).exists()
+        {
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            bail!(
+                "no database file at {path} (working directory {cwd}); nothing was created\n\
+                 hint: pass --database sqlite://PATH (or set ZOOMHOOK_DATABASE_URL) to the server's \
+                 database, or run `zoomhook serve` (or `zoomhook migrate`) first to create it"
+            );
+        }
+        Ok(config)
+    }
 }
 
 /// Where the CLI finds a running server.
@@ -66,6 +92,28 @@ pub struct ClientArgs {
     /// Admin API token.
     #[arg(long, env = "ZOOMHOOK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Where `send` and `simulate` post events: the default source of the server the other client
+/// commands talk to, unless `--url` names another endpoint.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookTarget {
+    /// Base URL of the zoomhook server; events go to its default source, /webhooks/zoom.
+    #[arg(long, env = "ZOOMHOOK_URL", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Full endpoint URL (any receiver, or another source's path); overrides --server.
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+impl WebhookTarget {
+    /// The URL events are posted to.
+    pub fn endpoint(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => format!("{}/webhooks/zoom", self.server.trim_end_matches('/')),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +162,8 @@ pub enum Command {
     /// Entity sync: rebuild from the log, or show where it stands.
     #[command(subcommand)]
     Sync(sync::SyncCommand),
+    /// Print a shell completion script: `zoomhook completions bash > ~/.local/share/bash-completion/completions/zoomhook`.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the parsed command.
@@ -134,5 +184,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subs(cmd) => subs::run(cmd).await,
         Command::Deliveries(cmd) => subs::deliveries(cmd).await,
         Command::Replay(args) => subs::replay(args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 
+use super::WebhookTarget;
 use crate::core::clock::now_millis;
 use crate::zoom::sender::{ZoomHeaders, new_request_id};
 use crate::zoom::signature::url_validation_token;
@@ -24,9 +25,8 @@ pub struct SendArgs {
     /// Run the URL-validation handshake instead of sending an event.
     #[arg(long)]
     pub validate: bool,
-    /// Endpoint URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/zoom")]
-    pub url: String,
+    #[command(flatten)]
+    pub target: WebhookTarget,
     /// Webhook secret token to sign with.
     #[arg(long, env = "ZOOM_WEBHOOK_SECRET_TOKEN", hide_env_values = true)]
     pub secret: Option<String>,
@@ -56,8 +56,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
+    let url = args.target.endpoint();
     if args.validate {
-        return validate(&client, &args.url, secret).await;
+        return validate(&client, &url, secret).await;
     }
     let body = match (&args.file, &args.event) {
         (Some(path), _) => {
@@ -79,7 +80,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         let headers =
             ZoomHeaders::sign_at(secret, &body, crate::core::clock::now_secs(), &request_id);
         let started = Instant::now();
-        let mut request = client.post(&args.url);
+        let mut request = client.post(&url);
         for (name, value) in headers.pairs() {
             request = request.header(name, value);
         }
@@ -87,7 +88,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             .body(body.clone())
             .send()
             .await
-            .with_context(|| format!("POST {} failed", args.url))?;
+            .with_context(|| format!("POST {url} failed"))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         println!(

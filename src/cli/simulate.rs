@@ -19,6 +19,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
+use super::WebhookTarget;
 use crate::core::clock::now_millis;
 use crate::zoom::sender::{ZOOM_USER_AGENT, ZoomHeaders, new_request_id};
 use crate::zoom::signature::{REQUEST_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -26,9 +27,9 @@ use crate::zoom::templates;
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// Endpoint URL (plain http).
-    #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/zoom")]
-    pub url: String,
+    // Where to post (plain http).
+    #[command(flatten)]
+    pub target: WebhookTarget,
     /// Webhook secret token to sign with.
     #[arg(long, env = "ZOOM_WEBHOOK_SECRET_TOKEN", hide_env_values = true)]
     pub secret: Option<String>,
@@ -122,17 +123,17 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
 
 /// Drives the load and returns the summary (also used by tests).
 pub async fn simulate(args: &SimulateArgs, secret: &str) -> anyhow::Result<Summary> {
-    let uri: hyper::Uri = args
-        .url
-        .parse()
-        .with_context(|| format!("invalid --url {:?}", args.url))?;
+    let url = args.target.endpoint();
+    let uri: hyper::Uri = url.parse().with_context(|| {
+        format!("invalid endpoint URL {url:?} (--url or --server/ZOOMHOOK_URL)")
+    })?;
     if uri.scheme_str() != Some("http") {
-        bail!(
-            "simulate speaks plain http only (it is a local load generator); got {}",
-            args.url
-        );
+        bail!("simulate speaks plain http only (it is a local load generator); got {url}");
     }
-    let host = uri.host().context("--url has no host")?.to_owned();
+    let host = uri
+        .host()
+        .with_context(|| format!("{url} has no host"))?
+        .to_owned();
     let addr = format!("{host}:{}", uri.port_u16().unwrap_or(80));
     let path = uri
         .path_and_query()

@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::ClientArgs;
-use super::client::AdminClient;
+use super::client::{AdminClient, NotFoundHint, with_hint};
 use super::meetings::path_segment;
+use super::time_filter::{self, TimeFilter};
 
 #[derive(Debug, Subcommand)]
 pub enum SubsCommand {
@@ -151,8 +153,14 @@ fn text(v: &Value) -> String {
     }
 }
 
+const SUBSCRIPTION_HINT: &str = "subscription ids (sub_…) are listed by `zoomhook subs list`";
+
 /// Runs a subs command.
 pub async fn run(cmd: SubsCommand) -> anyhow::Result<()> {
+    subs(cmd).await.hint_if_not_found(SUBSCRIPTION_HINT)
+}
+
+async fn subs(cmd: SubsCommand) -> anyhow::Result<()> {
     match cmd {
         SubsCommand::Add(args) => {
             let api = AdminClient::new(&args.client)?;
@@ -282,8 +290,8 @@ pub enum DeliveriesCommand {
     /// A subscription's deliveries, newest first.
     List {
         subscription: String,
-        /// pending, delivering, succeeded or failed.
-        #[arg(long)]
+        /// Only deliveries in this state.
+        #[arg(long, value_parser = PossibleValuesParser::new(["pending", "delivering", "succeeded", "failed"]))]
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -306,6 +314,16 @@ pub enum DeliveriesCommand {
 
 /// Runs a deliveries command.
 pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
+    let hint = match &cmd {
+        DeliveriesCommand::List { .. } => SUBSCRIPTION_HINT,
+        DeliveriesCommand::Show { .. } | DeliveriesCommand::Retry { .. } => {
+            "delivery ids are listed by `zoomhook deliveries list SUBSCRIPTION`"
+        }
+    };
+    deliveries_of(cmd).await.hint_if_not_found(hint)
+}
+
+async fn deliveries_of(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     match cmd {
         DeliveriesCommand::List {
             subscription,
@@ -370,12 +388,12 @@ pub struct ReplayArgs {
     /// Events up to this seq (inclusive).
     #[arg(long)]
     pub to_seq: Option<i64>,
-    /// Received at or after (RFC 3339 or epoch ms).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Received before.
-    #[arg(long)]
-    pub until: Option<String>,
+    /// Received at or after: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+    #[arg(long, value_parser = time_filter::parse)]
+    pub since: Option<TimeFilter>,
+    /// Received before: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
+    #[arg(long, value_parser = time_filter::parse)]
+    pub until: Option<TimeFilter>,
     /// Only the events of one entity, e.g. a meeting id.
     #[arg(long)]
     pub entity: Option<String>,
@@ -390,8 +408,9 @@ pub struct ReplayArgs {
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let api = AdminClient::new(&args.client)?;
     let body = json!({
-        "after_seq": args.after_seq, "to_seq": args.to_seq, "since": args.since,
-        "until": args.until, "entity": args.entity,
+        "after_seq": args.after_seq, "to_seq": args.to_seq,
+        "since": args.since.map(|t| t.to_string()),
+        "until": args.until.map(|t| t.to_string()), "entity": args.entity,
     });
     let body: Map<String, Value> = body
         .as_object()
@@ -407,12 +426,22 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             &format!("{sub_path}/replay"),
             Some(&Value::Object(body)),
         )
-        .await?;
+        .await
+        .hint_if_not_found(SUBSCRIPTION_HINT)?;
     let queued = answer["queued"]
         .as_i64()
         .context("the server did not say how many were queued")?;
+    if queued == 0 {
+        return Err(with_hint(
+            anyhow::anyhow!(
+                "nothing to replay: no event in that range matches the subscription's events"
+            ),
+            "`zoomhook events list` with the same --since/--until/--entity shows what the range holds; \
+             `zoomhook subs show ID` shows the subscription's event patterns",
+        ));
+    }
     println!("queued {queued} deliveries");
-    if args.no_wait || queued == 0 {
+    if args.no_wait {
         return Ok(());
     }
     let started = std::time::Instant::now();

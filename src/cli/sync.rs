@@ -18,7 +18,7 @@ pub enum SyncCommand {
 /// Runs a sync command.
 pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
     let (SyncCommand::Rebuild(args) | SyncCommand::Status(args)) = &cmd;
-    let config = args.load()?;
+    let config = args.load_existing()?;
     let store = store::open(&config.database_url, &server::store_options(&config)).await?;
     match cmd {
         SyncCommand::Rebuild(_) => {

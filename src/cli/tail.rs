@@ -53,12 +53,12 @@ pub async fn tail(
 fn matches_locally(frame: &Value, filter: &Filter) -> bool {
     let text = |key: &str| frame[key].as_str();
     let received = text("received_at").and_then(parse_time);
-    let since_ok = match (filter.since.as_deref().and_then(parse_time), received) {
-        (Some(since), Some(at)) => at >= since,
+    let since_ok = match (filter.since, received) {
+        (Some(since), Some(at)) => at >= since.0,
         _ => true,
     };
-    let until_ok = match (filter.until.as_deref().and_then(parse_time), received) {
-        (Some(until), Some(at)) => at < until,
+    let until_ok = match (filter.until, received) {
+        (Some(until), Some(at)) => at < until.0,
         _ => true,
     };
     let entity_ok = filter.entity.as_deref().is_none_or(|entity| {

@@ -21,7 +21,7 @@ pub enum TokenCommand {
 pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create { name, server: args } => {
-            let config = args.load()?;
+            let config = args.load_existing()?;
             let store = store::open(&config.database_url, &server::store_options(&config)).await?;
             let token = api::auth::create_token(store.as_ref(), &name).await?;
             println!("{token}");
