@@ -127,5 +127,21 @@ async fn email_subscription_sends_a_templated_message_and_retries_smtp_failures(
     .await;
     assert_eq!(status, 400);
     assert!(error["detail"].as_str().unwrap().contains("email.to"));
+    assert!(sub.get("secret").is_none(), "an email is not signed: {sub}");
+    server.stop().await;
+
+    // Without SMTP, an email subscription is refused when it is made, with what to configure.
+    let server = TestServer::start(delivery_config(&db, &[])).await;
+    let (status, error) = post_json(
+        &server,
+        "/api/v1/subscriptions",
+        json!({"kind": "email", "events": "*", "email": {"to": "ops@example.com"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["detail"].as_str().unwrap().contains("smtp_url"),
+        "{error}"
+    );
     server.stop().await;
 }

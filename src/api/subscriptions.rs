@@ -46,7 +46,8 @@ async fn view(
     let deliveries = state.store.delivery_counts(&sub.id).await?;
     Ok(SubscriptionView {
         headers_map: serde_json::from_str(&sub.headers).unwrap_or(json!({})),
-        secret: secret.then(|| sub.secret.clone()),
+        // An email is not signed: its subscription has no secret to hand out.
+        secret: (secret && sub.kind != "email").then(|| sub.secret.clone()),
         subscription: sub,
         deliveries,
     })
@@ -74,6 +75,17 @@ fn invalid(e: subscription::InvalidField) -> HttpError {
     HttpError::bad_request(e.to_string())
 }
 
+/// A subscription this server could never deliver is refused when it is saved, not discovered
+/// later in its failed deliveries: email needs `smtp_url`.
+fn deliverable(state: &AppState, sub: &Subscription) -> Result<(), HttpError> {
+    if sub.kind == "email" && state.config.delivery.smtp_url.is_none() {
+        return Err(HttpError::bad_request(
+            "email subscriptions need an SMTP server, and this server has none: set smtp_url (ZOOMHOOK_SMTP_URL, e.g. smtp://mail.example.com:587) and restart",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/subscriptions`
 pub async fn create(
     State(state): State<AppState>,
@@ -81,6 +93,7 @@ pub async fn create(
 ) -> Result<Response, HttpError> {
     let input: SubscriptionInput = json_body(&body)?;
     let sub = subscription::create(input, &state.ssrf, now_millis()).map_err(invalid)?;
+    deliverable(&state, &sub)?;
     state.store.insert_subscription(&sub).await?;
     subscriptions_changed(&state);
     let view = view(&state, sub, true).await?;
@@ -123,6 +136,7 @@ pub async fn update(
     let sub = loop {
         let mut sub = find(&state, &id).await?;
         subscription::apply(&mut sub, input.clone(), &state.ssrf, now_millis()).map_err(invalid)?;
+        deliverable(&state, &sub)?;
         if state.store.update_subscription(&sub).await? {
             break sub;
         }
