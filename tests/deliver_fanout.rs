@@ -104,6 +104,11 @@ async fn published_events_are_stored_once_and_fanned_out(db: TestDb) {
     let (status, again) = post_json(&server, "/api/v1/events", body).await;
     assert_eq!((status, &again["status"]), (200, &json!("duplicate")));
     assert_eq!(again["id"], first["id"]);
+    // The same key for different content is refused, not silently taken as the first event.
+    let reused = json!({"event": "case.updated", "payload": {"object": {"id": "C-1", "state": "closed"}}, "idempotency_key": "k-1"});
+    let (status, error) = post_json(&server, "/api/v1/events", reused).await;
+    assert_eq!(status, 409, "{error}");
+    assert!(error["detail"].as_str().unwrap().contains("k-1"), "{error}");
     let got = receiver.wait_for("/cases", 1).await;
     assert_eq!(got[0].json()["payload"]["object"]["id"], "C-1");
     let stored = server

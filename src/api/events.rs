@@ -219,10 +219,8 @@ pub async fn publish(
     let bytes = axum::body::Bytes::from(event.to_string());
     let envelope = crate::zoom::envelope::Envelope::parse(&bytes)
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let key = input
-        .idempotency_key
-        .filter(|k| !k.is_empty())
-        .map(|k| format!("api:{k}"));
+    let idempotency_key = input.idempotency_key.filter(|k| !k.is_empty());
+    let key = idempotency_key.as_ref().map(|k| format!("api:{k}"));
     let no_key = key.is_none();
     let mut new_event = crate::store::NewEvent::from_envelope(&envelope, "api", bytes, key, now);
     if no_key {
@@ -236,6 +234,9 @@ pub async fn publish(
             (axum::http::StatusCode::CREATED, "accepted", id, seq)
         }
         crate::store::AppendOutcome::Duplicate { id, seq } => {
+            if let Some(key) = &idempotency_key {
+                same_request(&state, key, &id, &event).await?;
+            }
             (axum::http::StatusCode::OK, "duplicate", id, seq)
         }
     };
@@ -244,4 +245,25 @@ pub async fn publish(
         Json(serde_json::json!({"status": outcome, "id": id, "seq": seq})),
     )
         .into_response())
+}
+
+/// A repeated idempotency key must come with the same request (event name and payload): a key
+/// reused for different content is a client bug that would otherwise lose the new event silently.
+async fn same_request(
+    state: &AppState,
+    key: &str,
+    original_id: &str,
+    event: &serde_json::Value,
+) -> Result<(), HttpError> {
+    let Some(original) = state.store.get_event(original_id).await? else {
+        return Ok(());
+    };
+    let stored: serde_json::Value = serde_json::from_slice(&original.body).unwrap_or_default();
+    if stored.get("event") == event.get("event") && stored.get("payload") == event.get("payload") {
+        return Ok(());
+    }
+    Err(HttpError::conflict(format!(
+        "idempotency_key {key:?} was already used for a different event ({original_id}, seq {}): use a new key for new content",
+        original.seq
+    )))
 }
