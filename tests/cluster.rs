@@ -59,17 +59,6 @@ fn event(name: &str, n: i64) -> Vec<u8> {
     zoomhook::zoom::templates::to_bytes(&value)
 }
 
-async fn get(http: &reqwest::Client, url: String) -> Value {
-    http.get(url)
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_posted_to_one_instance_reaches_stream_clients_on_the_other() {
     let db = TestDb::postgres().await;
@@ -288,7 +277,7 @@ async fn kill_9_of_the_leader_moves_sync_fan_out_and_the_zoom_connection_to_the_
         total, 22,
         "every event delivered: 20 webhooks + 2 from the WebSocket"
     );
-    let log = get(&http, b.url("/api/v1/sync")).await;
+    let log = b.api("/api/v1/sync").await;
     assert_eq!(log["lag"], 0, "sync converged: {log}");
     b.stop().await;
 }
