@@ -350,7 +350,9 @@ both_backends!(hostile_traffic_never_costs_a_valid_event);
 async fn execute_directly(db: &TestDb, sql: &str) {
     match db.sqlite_path() {
         Some(path) => {
-            let conn = rusqlite::Connection::open(path).expect("open sqlite");
+            // Entities live in the state database beside the log file.
+            let state = zoomhook::store::sqlite::state_path(&path);
+            let conn = rusqlite::Connection::open(state).expect("open sqlite");
             conn.execute_batch(sql).expect("execute");
         }
         None => {

@@ -275,7 +275,8 @@ async fn rate_limit_holds_across_instances(db: TestDb) {
 async fn bucket_rows(db: &TestDb) -> i64 {
     const COUNT: &str = "SELECT COUNT(*) FROM rate_buckets";
     if let Some(path) = db.sqlite_path() {
-        let conn = rusqlite::Connection::open(path).unwrap();
+        let state = zoomhook::store::sqlite::state_path(&path);
+        let conn = rusqlite::Connection::open(state).unwrap();
         return conn.query_row(COUNT, [], |r| r.get(0)).unwrap();
     }
     let name = db.pg_name().unwrap();

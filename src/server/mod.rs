@@ -74,6 +74,7 @@ pub fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
         busy_timeout_ms: config.sqlite_busy_timeout.as_millis() as u64,
         wal_limit_bytes: config.sqlite_wal_limit,
+        dedupe_window_ms: config.dedupe_window.as_millis() as i64,
         ..StoreOptions::default()
     }
 }

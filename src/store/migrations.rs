@@ -10,7 +10,7 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// SQLite migrations, oldest first.
+/// Migrations of the SQLite log file, oldest first (then [`SQLITE_SPLIT`]).
 pub const SQLITE: &[Migration] = &[
     Migration {
         version: 1,
@@ -51,6 +51,60 @@ pub const SQLITE: &[Migration] = &[
         version: 8,
         name: "rate_buckets",
         sql: include_str!("../../migrations/sqlite/0008_rate_buckets.sql"),
+    },
+];
+
+/// The SQLite log migration that moves derived state out of the log file; it runs only after
+/// the state database has adopted those tables (see `store/sqlite/state.rs`).
+pub const SQLITE_SPLIT: &[Migration] = &[Migration {
+    version: 9,
+    name: "split_state",
+    sql: include_str!("../../migrations/sqlite/0009_split_state.sql"),
+}];
+
+/// Migrations of the SQLite state database (`<name>.state.db`), oldest first. Versions 2–8 are
+/// the derived tables as the log file had them (same DDL, so an older file's rows copy over
+/// column for column); from 9 on, the state database has its own.
+pub const SQLITE_STATE: &[Migration] = &[
+    Migration {
+        version: 2,
+        name: "sync",
+        sql: include_str!("../../migrations/sqlite/0002_sync.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "delivery",
+        sql: include_str!("../../migrations/sqlite/0003_delivery.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "subscription_revision",
+        sql: include_str!("../../migrations/sqlite/0004_subscription_revision.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "in_flight_index",
+        sql: include_str!("../../migrations/sqlite/0005_in_flight_index.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "sync_quarantine",
+        sql: include_str!("../../migrations/sqlite/0006_sync_quarantine.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "source_state",
+        sql: include_str!("../../migrations/sqlite/0007_source_state.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "rate_buckets",
+        sql: include_str!("../../migrations/sqlite/0008_rate_buckets.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "log_index",
+        sql: include_str!("../../migrations/sqlite/state_0009_log_index.sql"),
     },
 ];
 

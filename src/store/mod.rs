@@ -306,6 +306,9 @@ pub struct StoreOptions {
     pub max_read_connections: usize,
     /// SQLite only: WAL size above which the checkpointer waits for readers to truncate it.
     pub wal_limit_bytes: u64,
+    /// SQLite only: how long the dedupe keys of log entries re-read at start live (the same
+    /// window the appends are given; see `sqlite/indexer.rs`).
+    pub dedupe_window_ms: i64,
 }
 
 impl Default for StoreOptions {
@@ -314,6 +317,7 @@ impl Default for StoreOptions {
             busy_timeout_ms: 2_000,
             max_read_connections: 4,
             wal_limit_bytes: 64 * 1024 * 1024,
+            dedupe_window_ms: 7 * 24 * 3_600_000,
         }
     }
 }

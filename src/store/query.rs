@@ -44,6 +44,33 @@ impl EventQuery {
     /// Builds `SELECT … FROM events WHERE … ORDER BY seq LIMIT …`; `placeholder(n)` renders the
     /// n-th (1-based) bind parameter in the backend's syntax.
     pub fn to_sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<Param>) {
+        let (clauses, mut params) = self.clauses(&placeholder);
+        let where_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        };
+        let order = if self.descending { "DESC" } else { "ASC" };
+        params.push(Param::Int(self.limit.clamp(1, MAX_PAGE)));
+        let limit = placeholder(params.len());
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events{where_sql} ORDER BY seq {order} LIMIT {limit}"
+        );
+        (sql, params)
+    }
+
+    /// Whether anything but the `seq` cursor filters (what a secondary index serves).
+    pub fn has_filters(&self) -> bool {
+        !self.patterns.is_empty()
+            || self.since.is_some()
+            || self.until.is_some()
+            || self.entity.is_some()
+            || self.source.is_some()
+    }
+
+    /// The WHERE conditions (AND-ed) over the columns `event`, `received_at`, `object_id`,
+    /// `object_uuid`, `source` and `seq`, and their parameters.
+    pub fn clauses(&self, placeholder: impl Fn(usize) -> String) -> (Vec<String>, Vec<Param>) {
         let mut clauses: Vec<String> = Vec::new();
         let mut params: Vec<Param> = Vec::new();
         let bind = |p: Param, params: &mut Vec<Param>| {
@@ -101,17 +128,7 @@ impl EventQuery {
         if let Some(before) = self.before_seq {
             clauses.push(format!("seq < {}", bind(Param::Int(before), &mut params)));
         }
-        let where_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        };
-        let order = if self.descending { "DESC" } else { "ASC" };
-        let limit = bind(Param::Int(self.limit.clamp(1, MAX_PAGE)), &mut params);
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events{where_sql} ORDER BY seq {order} LIMIT {limit}"
-        );
-        (sql, params)
+        (clauses, params)
     }
 }
 

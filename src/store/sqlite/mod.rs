@@ -1,17 +1,32 @@
 //! SQLite backend: the embedded default, so `zoomhook serve` needs no setup.
 //!
-//! One writer connection (SQLite allows one writer at a time anyway) behind a `std::sync::Mutex`
-//! that is only ever locked inside `spawn_blocking`, never across an `.await`; readers get their
-//! own connections from a small pool so admin queries never wait for a commit. WAL mode with
-//! `synchronous = FULL` makes every commit fsync the WAL before it returns: that is the
-//! durability the ack waits for.
+//! Two database files, each with one writer:
+//!
+//! * **the event log** (`zoomhook.db`): the events, appended in `seq` order, and the admin
+//!   tokens. Its writer only appends. WAL mode with `synchronous = FULL` makes every commit
+//!   fsync the WAL before it returns: that is the durability the ack waits for. The log has no
+//!   secondary index but the id's, so a group commit dirties little more than the pages its
+//!   bodies fill.
+//! * **the state database** (`zoomhook.state.db`, see `open::state_path`): everything derived
+//!   from the log or configured beside it — entities and reader cursors, subscriptions and their
+//!   deliveries, the log's secondary indexes and its dedupe keys (`indexer.rs`), source state.
+//!   Sync, fan-out, claims and outcomes write here, so they never take the log's write lock and
+//!   never queue in front of an ack.
+//!
+//! Each writer is a connection behind a `std::sync::Mutex` that is only ever locked inside
+//! `spawn_blocking`, never across an `.await`. State connections attach the log read-only, so
+//! a query can join deliveries to event bodies; readers get such connections from a small pool
+//! so admin queries never wait for a commit.
 
 mod cluster;
+mod dedupe_tail;
 mod deliveries;
 mod entities;
+mod indexer;
+mod open;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,24 +34,36 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
 use super::dedupe::{KeyOwner, plan_batch};
-use super::migrations::{self, Migration};
 use super::query::Param;
 use super::{
     AdminTokenRecord, AppendOutcome, EventQuery, EventStore, NewEvent, StoreError, StoreOptions,
     StoredEvent,
 };
 use crate::core::clock::now_millis;
+use dedupe_tail::DedupeTail;
+pub use open::state_path;
 
 /// The SQLite event store.
 pub struct SqliteStore {
-    /// The single writer; `Arc` so blocking tasks can own a handle.
-    writer: Arc<Mutex<Connection>>,
+    /// The event log's single writer; `Arc` so blocking tasks can own a handle. Only appends
+    /// (and admin tokens) take it.
+    log: Arc<Mutex<Connection>>,
+    /// The state database's single writer (with the log attached read-only).
+    state: Arc<Mutex<Connection>>,
+    /// The committer's own state connection, for dedupe lookups of indexed keys: never waits
+    /// for a pool or for the state writer.
+    dedupe_reader: Arc<Mutex<Connection>>,
+    /// Dedupe keys of log entries the indexer has not reached yet.
+    tail: Arc<DedupeTail>,
+    /// Wakes the log indexer after a commit.
+    indexer: indexer::Wake,
     /// Idle reader connections, created on demand up to `max_readers`.
     readers: Arc<ReaderPool>,
 }
 
 struct ReaderPool {
-    path: PathBuf,
+    log: PathBuf,
+    state: PathBuf,
     busy_timeout: Duration,
     max_idle: usize,
     idle: Mutex<Vec<Connection>>,
@@ -47,9 +74,7 @@ impl ReaderPool {
         if let Some(conn) = lock(&self.idle).pop() {
             return Ok(conn);
         }
-        let conn = Connection::open(&self.path)?;
-        conn.busy_timeout(self.busy_timeout)?;
-        Ok(conn)
+        open::open_state_connection(&self.state, &self.log, self.busy_timeout)
     }
 
     fn give_back(&self, conn: Connection) {
@@ -73,7 +98,9 @@ fn join_error(e: tokio::task::JoinError) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path` and applies migrations.
+    /// Opens (creating if needed) the log file at `path` and the state database beside it, and
+    /// applies migrations. A log file from before the state database existed hands its derived
+    /// tables over to it first (`indexer::adopt`).
     pub async fn open(path: &str, options: &StoreOptions) -> Result<SqliteStore, StoreError> {
         if path.is_empty() {
             return Err(StoreError::BadUrl {
@@ -81,21 +108,38 @@ impl SqliteStore {
                 reason: "the path is empty; use sqlite://zoomhook.db or sqlite:///var/lib/zoomhook/zoomhook.db".into(),
             });
         }
-        let path = PathBuf::from(path);
+        let log_path = PathBuf::from(path);
+        let state_path = open::state_path(&log_path);
         let busy_timeout = Duration::from_millis(options.busy_timeout_ms);
-        let path_for_open = path.clone();
         let wal_limit = options.wal_limit_bytes;
-        let writer = tokio::task::spawn_blocking(move || {
-            open_writer(&path_for_open, busy_timeout, wal_limit)
+        let window_ms = options.dedupe_window_ms;
+        let (paths, opened) = (log_path.clone(), state_path.clone());
+        let (log, state, dedupe_reader, tail) = tokio::task::spawn_blocking(move || {
+            let mut log = open::open_log_writer(&paths, busy_timeout, wal_limit)?;
+            let mut state = open::open_state_writer(&opened, &paths, busy_timeout, wal_limit)?;
+            indexer::adopt(&mut state, &mut log)?;
+            let tail = indexer::rebuild_tail(&mut state, window_ms)?;
+            let dedupe_reader = Connection::open(&opened)?;
+            dedupe_reader.busy_timeout(busy_timeout)?;
+            Ok::<_, StoreError>((log, state, dedupe_reader, tail))
         })
         .await
         .map_err(join_error)??;
-        let writer = Arc::new(Mutex::new(writer));
-        spawn_checkpointer(&path, options.wal_limit_bytes, Arc::downgrade(&writer))?;
+        let log = Arc::new(Mutex::new(log));
+        let state = Arc::new(Mutex::new(state));
+        let tail = Arc::new(tail);
+        open::spawn_checkpointer(&log_path, "log", wal_limit, Arc::downgrade(&log))?;
+        open::spawn_checkpointer(&state_path, "state", wal_limit, Arc::downgrade(&state))?;
+        let indexer = indexer::spawn(Arc::downgrade(&state), Arc::clone(&tail))?;
         Ok(SqliteStore {
-            writer,
+            log,
+            state,
+            dedupe_reader: Arc::new(Mutex::new(dedupe_reader)),
+            tail,
+            indexer,
             readers: Arc::new(ReaderPool {
-                path,
+                log: log_path,
+                state: state_path,
                 busy_timeout,
                 max_idle: options.max_read_connections.max(1),
                 idle: Mutex::new(Vec::new()),
@@ -103,34 +147,40 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `f` on the log's writer (appends and admin tokens only).
+    async fn with_log_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let writer = Arc::clone(&self.log);
+        tokio::task::spawn_blocking(move || f(&mut lock(&writer)))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Runs `f` on the state database's writer, committing with `synchronous = FULL`: for what
+    /// the API acknowledges and cannot re-derive (a subscription created, a delivery retried).
     async fn with_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let writer = Arc::clone(&self.writer);
+        let writer = Arc::clone(&self.state);
         tokio::task::spawn_blocking(move || f(&mut lock(&writer)))
             .await
             .map_err(join_error)?
     }
 
     /// Like `with_writer`, for writes that do not need their own fsync: derived state (sync),
-    /// fan-out and delivery bookkeeping. They commit with `synchronous = NORMAL`: atomic, safe
-    /// against a process crash, and made durable by the next FULL commit (the WAL is written in
-    /// order); a power loss can roll back only the last of them, and each is re-derived or
-    /// repeated from the log (at-least-once). Only appends to the event log wait for an fsync.
+    /// fan-out and delivery bookkeeping. They commit with `synchronous = NORMAL`: atomic and safe
+    /// against a process crash; a power loss can roll back only the last of them, and each is
+    /// re-derived or repeated from the log (at-least-once). Only appends to the event log and
+    /// acknowledged configuration wait for an fsync.
     async fn with_relaxed_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.with_writer(move |conn| {
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            let result = f(conn);
-            let restored = conn.pragma_update(None, "synchronous", "FULL");
-            let value = result?;
-            restored?;
-            Ok(value)
-        })
-        .await
+        self.with_writer(move |conn| indexer::relaxed(conn, f))
+            .await
     }
 
     async fn with_reader<T: Send + 'static>(
@@ -149,195 +199,40 @@ impl SqliteStore {
     }
 }
 
-fn open_writer(
-    path: &Path,
-    busy_timeout: Duration,
-    wal_limit: u64,
-) -> Result<Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
-        })?;
-    }
-    restrict_to_owner(path)?;
-    let mut conn = Connection::open(path).map_err(|e| {
-        StoreError::Unavailable(format!(
-            "cannot open SQLite database {}: {e}",
-            path.display()
-        ))
-    })?;
-    conn.busy_timeout(busy_timeout)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Unavailable(format!(
-            "SQLite refused WAL mode (got {mode}) for {}",
-            path.display()
-        )));
-    }
-    // FULL: in WAL mode every commit syncs the WAL, so a committed event survives power loss.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // Checkpoints run on their own thread (see `checkpointer`), never inside a commit the acks
-    // wait for; the writer keeps a larger page cache so index pages are not re-read per batch.
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // When the WAL starts over, its file is cut back to the limit.
-    conn.pragma_update(None, "journal_size_limit", wal_limit as i64)?;
-    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-    apply_migrations(&mut conn, migrations::SQLITE)?;
-    Ok(conn)
-}
-
-/// Creates the database file owner-only (0600), and tightens an existing one and its WAL and
-/// shared-memory files: they hold subscription secrets, subscriber URLs with their tokens and
-/// every event body. SQLite creates the `-wal` and `-shm` files with the database file's mode.
-#[cfg(unix)]
-fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let context = |what: &str, p: &Path, e: std::io::Error| {
-        StoreError::Unavailable(format!("cannot {what} {}: {e}", p.display()))
-    };
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| context("create", path, e))?;
-    for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", path.display()));
-        let Ok(meta) = std::fs::metadata(&file) else {
-            continue;
-        };
-        if meta.permissions().mode() & 0o077 != 0 {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| context("restrict the permissions of", &file, e))?;
-            tracing::info!(file = %file.display(), "database file made owner-only (0600)");
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn restrict_to_owner(_path: &Path) -> Result<(), StoreError> {
-    Ok(())
-}
-
-/// Page cache of the writer connection, in KiB.
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
-/// Restart attempts are at most this frequent (each one holds appends back for a moment).
-const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(1);
-/// Longest a RESTART checkpoint holds appends back while it waits for readers.
-const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
-/// How often the checkpointer copies committed WAL frames into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// Starts the thread that checkpoints the WAL in the background, on its own connection.
-///
-/// A PASSIVE checkpoint never blocks the writer or readers; it copies what it can and the writer
-/// restarts the WAL from the beginning once everything is copied. Doing this inline (SQLite's
-/// auto-checkpoint) would put a large write and an extra fsync of the database file inside some
-/// commits and so into the tail latency of their acks.
-///
-/// But the WAL only restarts when no reader is still using it, and under sustained load (sync,
-/// fan-out and the admin API read all the time) that moment may never come: the WAL then grows
-/// without bound (1 GB in 15 s was seen). So once it passes `wal_limit` bytes, right after a
-/// PASSIVE checkpoint has copied nearly everything, a RESTART checkpoint holds new writes back
-/// while the readers finish (they are short) so the next commit starts the WAL over, and
-/// `journal_size_limit` cuts the file back. Each attempt costs appends a pause — the wait for
-/// readers, bounded by [`CHECKPOINT_BUSY`], and copying what PASSIVE could not — which grows
-/// with the limit: measured in `bench/ingest` (`bench/RESULTS.md`), 64 MiB with at most one
-/// attempt a second gave an ack p99 of 29 ms and a worst ack of 0.41 s, 1 GiB a p99 of 25 ms but
-/// a worst ack of 1.7 s (Zoom gives up at 3 s), no limit 27 ms and a WAL of gigabytes. The wait is bounded, so a
-/// reader that never finishes (a backup tool holding a read transaction) costs appends at most
-/// that pause per attempt, not seconds; such a reader keeps the WAL from restarting, which is
-/// SQLite's rule, and the `zoomhook_sqlite_wal_bytes` gauge shows it. The thread ends when the
-/// store is dropped.
-fn spawn_checkpointer(
-    path: &Path,
-    wal_limit: u64,
-    writer: std::sync::Weak<Mutex<Connection>>,
-) -> Result<(), StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(CHECKPOINT_BUSY)?;
-    let wal = PathBuf::from(format!("{}-wal", path.display()));
-    let recorder = crate::metrics::current();
-    let checkpoint = move |mode: &str| {
-        let sql = format!("PRAGMA wal_checkpoint({mode})");
-        match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
-            Ok(0) => {}
-            Ok(_) => tracing::debug!(mode, "WAL checkpoint could not finish (busy); will retry"),
-            Err(error) => tracing::warn!(%error, mode, "WAL checkpoint failed; will retry"),
-        }
-    };
-    let wal_bytes = move || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    std::thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(move || {
-            let mut last_restart = std::time::Instant::now() - RESTART_AT_MOST_EVERY;
-            while writer.strong_count() > 0 {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                checkpoint("PASSIVE");
-                let size = wal_bytes();
-                // Each attempt holds appends back briefly: rarely, and only past the limit.
-                if size > wal_limit && last_restart.elapsed() >= RESTART_AT_MOST_EVERY {
-                    last_restart = std::time::Instant::now();
-                    checkpoint("RESTART");
-                }
-                crate::metrics::on_thread(recorder.as_ref(), || {
-                    metrics::gauge!("zoomhook_sqlite_wal_bytes").set(size as f64);
-                });
-            }
-        })
-        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
-    Ok(())
-}
-
-fn apply_migrations(conn: &mut Connection, all: &[Migration]) -> Result<(), StoreError> {
-    conn.execute(migrations::CREATE_TABLE, [])?;
-    for m in all {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let done: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM schema_migrations WHERE version = ?1",
-                [m.version],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if done.is_none() {
-            tx.execute_batch(m.sql).map_err(|e| StoreError::Migration {
-                version: m.version,
-                reason: e.to_string(),
-            })?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                params![m.version, m.name, now_millis()],
-            )?;
-        }
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-fn append_in_transaction(
-    conn: &mut Connection,
+/// The live owners of the batch's dedupe keys: from the tail first, then from the state
+/// database — in that order, which is what keeps the lookup exact while the indexer moves keys
+/// from one to the other (see `dedupe_tail`).
+fn live_keys(
+    tail: &DedupeTail,
+    state: &Connection,
     batch: &[NewEvent],
-    dedupe_window_ms: i64,
-) -> Result<Vec<AppendOutcome>, StoreError> {
-    let now = now_millis();
-    // Durability by construction: whatever an earlier use of this connection left behind (a
-    // relaxed derived write that panicked half-way, say), the append that acks events commits
-    // with a WAL fsync.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // IMMEDIATE takes the write lock before the reads below, so the dedupe plan cannot race.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+    now: i64,
+) -> Result<HashMap<String, KeyOwner>, StoreError> {
     let mut live = HashMap::new();
+    let mut unknown = std::collections::HashSet::new();
+    for key in batch.iter().flat_map(NewEvent::dedupe_keys) {
+        if live.contains_key(&key) || unknown.contains(&key) {
+            continue;
+        }
+        match tail.find(&key, now) {
+            Some(owner) => {
+                live.insert(key, owner);
+            }
+            None => {
+                unknown.insert(key);
+            }
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(live);
+    }
+    // One read transaction: one snapshot for every lookup, taken after the tail was read.
+    let tx = state.unchecked_transaction()?;
     {
         let mut find = tx.prepare_cached(
             "SELECT event_id, seq FROM dedupe_keys WHERE key = ?1 AND expires_at > ?2",
         )?;
-        for key in batch.iter().flat_map(NewEvent::dedupe_keys) {
-            if live.contains_key(&key) {
-                continue;
-            }
+        for key in unknown {
             let owner = find
                 .query_row(params![key, now], |r| {
                     Ok(KeyOwner {
@@ -351,6 +246,22 @@ fn append_in_transaction(
             }
         }
     }
+    tx.finish()?;
+    Ok(live)
+}
+
+/// Writes the new events of `batch` in one transaction and returns the plan it carried out.
+fn append_in_transaction(
+    conn: &mut Connection,
+    batch: &[NewEvent],
+    live: HashMap<String, KeyOwner>,
+) -> Result<super::dedupe::BatchPlan, StoreError> {
+    // Durability by construction: whatever an earlier use of this connection left behind, the
+    // append that acks events commits with a WAL fsync.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // IMMEDIATE takes the log's write lock before the head is read, so `seq` cannot race.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
     let plan = plan_batch(batch, head, live);
     {
         let mut insert = tx.prepare_cached(
@@ -374,18 +285,41 @@ fn append_in_transaction(
                 &e.body[..],
             ])?;
         }
-        let mut upsert_key = tx.prepare_cached(
-            "INSERT INTO dedupe_keys (key, event_id, seq, expires_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, seq = excluded.seq, expires_at = excluded.expires_at
-             WHERE dedupe_keys.expires_at <= ?5",
-        )?;
-        let expires_at = now.saturating_add(dedupe_window_ms);
-        for (key, owner) in &plan.keys {
-            upsert_key.execute(params![key, owner.event_id, owner.seq, expires_at, now])?;
-        }
     }
     tx.commit()?;
+    Ok(plan)
+}
+
+/// Appends a batch: looks its keys up, commits the new events to the log (fsync'd), then
+/// records their keys in the tail for the indexer. Runs on a blocking thread.
+fn append_batch_blocking(
+    store: &AppendHandles,
+    batch: &[NewEvent],
+    dedupe_window_ms: i64,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    if store.tail.len() > dedupe_tail::MAX_KEYS {
+        return Err(StoreError::Unavailable(format!(
+            "the log indexer is behind ({} dedupe keys wait for the state database); \
+             answering 503 until it catches up",
+            store.tail.len()
+        )));
+    }
+    let now = now_millis();
+    let live = live_keys(&store.tail, &lock(&store.dedupe_reader), batch, now)?;
+    let plan = append_in_transaction(&mut lock(&store.log), batch, live)?;
+    store.tail.record(
+        plan.keys,
+        now.saturating_add(dedupe_window_ms),
+        plan.new_head,
+    );
     Ok(plan.outcomes)
+}
+
+/// What an append needs, cloned into its blocking task.
+struct AppendHandles {
+    log: Arc<Mutex<Connection>>,
+    dedupe_reader: Arc<Mutex<Connection>>,
+    tail: Arc<DedupeTail>,
 }
 
 /// The parameters of a generated query (see `query.rs`), bound in order.
@@ -423,12 +357,22 @@ impl EventStore for SqliteStore {
         dedupe_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         let batch: Vec<NewEvent> = batch.into_iter().map(NewEvent::into_storable).collect();
-        self.with_writer(move |conn| append_in_transaction(conn, &batch, dedupe_window_ms))
-            .await
+        let handles = AppendHandles {
+            log: Arc::clone(&self.log),
+            dedupe_reader: Arc::clone(&self.dedupe_reader),
+            tail: Arc::clone(&self.tail),
+        };
+        let outcomes = tokio::task::spawn_blocking(move || {
+            append_batch_blocking(&handles, &batch, dedupe_window_ms)
+        })
+        .await
+        .map_err(join_error)??;
+        self.indexer.wake();
+        Ok(outcomes)
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let (sql, params) = query.to_sql(|n| format!("?{n}"));
+        let (sql, params) = indexer::query_sql(query);
         self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(sql_values(params), row_to_event)?;
@@ -465,7 +409,11 @@ impl EventStore for SqliteStore {
     }
 
     async fn purge_expired_dedupe_keys(&self, now_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        let tail = Arc::clone(&self.tail);
         self.with_relaxed_writer(move |conn| {
+            // Every committed key is in the table first, so what the purge leaves is exactly
+            // what is live at `now_ms`.
+            indexer::catch_up_locked(conn, &tail)?;
             let n = conn.execute(
                 "DELETE FROM dedupe_keys WHERE key IN
                    (SELECT key FROM dedupe_keys WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
@@ -478,7 +426,7 @@ impl EventStore for SqliteStore {
 
     async fn insert_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
         let t = token.clone();
-        self.with_writer(move |conn| {
+        self.with_log_writer(move |conn| {
             conn.execute(
                 "INSERT INTO admin_tokens (id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![t.id, t.name, t.token_hash, t.created_at],
@@ -520,7 +468,7 @@ mod tests {
             .expect("open");
         // As if a relaxed write had panicked between its two pragmas.
         store
-            .with_writer(|conn| Ok(conn.pragma_update(None, "synchronous", "OFF")?))
+            .with_log_writer(|conn| Ok(conn.pragma_update(None, "synchronous", "OFF")?))
             .await
             .expect("pragma");
         let body = bytes::Bytes::from_static(br#"{"event":"x.y","event_ts":1}"#);
@@ -531,7 +479,7 @@ mod tests {
             .await
             .expect("append");
         let level: i64 = store
-            .with_writer(|conn| Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
+            .with_log_writer(|conn| Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
             .await
             .expect("read pragma");
         assert_eq!(level, 2, "FULL");

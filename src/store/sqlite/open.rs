@@ -1,0 +1,255 @@
+//! Opening the two SQLite files — the event log and the state database beside it — with the
+//! settings each needs, their migrations, and the thread that checkpoints each WAL.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::super::migrations::{self, Migration};
+use super::StoreError;
+use crate::core::clock::now_millis;
+
+pub(super) fn open_log_writer(
+    path: &Path,
+    busy_timeout: Duration,
+    wal_limit: u64,
+) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
+        })?;
+    }
+    restrict_to_owner(path)?;
+    let mut conn = Connection::open(path).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot open SQLite database {}: {e}",
+            path.display()
+        ))
+    })?;
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "SQLite refused WAL mode (got {mode}) for {}",
+            path.display()
+        )));
+    }
+    // FULL: in WAL mode every commit syncs the WAL, so a committed event survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Checkpoints run on their own thread (see `checkpointer`), never inside a commit the acks
+    // wait for; the writer keeps a larger page cache so index pages are not re-read per batch.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // When the WAL starts over, its file is cut back to the limit.
+    conn.pragma_update(None, "journal_size_limit", wal_limit as i64)?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    apply_migrations(&mut conn, migrations::SQLITE)?;
+    Ok(conn)
+}
+
+/// The state database that goes with the log file at `log`: `zoomhook.db` → `zoomhook.state.db`
+/// (a name without `.db` gets `.state.db` appended), in the same directory.
+pub fn state_path(log: &Path) -> PathBuf {
+    let name = log
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let state = match name.strip_suffix(".db") {
+        Some(stem) => format!("{stem}.state.db"),
+        None => format!("{name}.state.db"),
+    };
+    log.with_file_name(state)
+}
+
+/// Opens a connection to the state database at `state` with the log file attached **read-only**
+/// as `log`. Read-only matters: `BEGIN IMMEDIATE` on this connection then takes the write lock
+/// of the state database alone, never the log's, so derived writes never hold appends back; and
+/// unqualified `events` / `admin_tokens` resolve to the log's tables (the state has none).
+pub(super) fn open_state_connection(
+    state: &Path,
+    log: &Path,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open(state).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot open SQLite state database {}: {e}",
+            state.display()
+        ))
+    })?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS log",
+        [format!("file:{}?mode=ro", uri_path(log))],
+    )?;
+    Ok(conn)
+}
+
+/// `path` as the path part of a `file:` URI (`?` and `#` would end it, `%` starts an escape).
+fn uri_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Opens the writer of the state database (WAL; `synchronous = FULL` by default, relaxed per
+/// write for derived state) and applies its migrations.
+pub(super) fn open_state_writer(
+    state: &Path,
+    log: &Path,
+    busy_timeout: Duration,
+    wal_limit: u64,
+) -> Result<Connection, StoreError> {
+    restrict_to_owner(state)?;
+    let mut conn = open_state_connection(state, log, busy_timeout)?;
+    let mode: String = conn.query_row("PRAGMA main.journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "SQLite refused WAL mode (got {mode}) for {}",
+            state.display()
+        )));
+    }
+    conn.pragma_update(Some("main"), "synchronous", "FULL")?;
+    conn.pragma_update(Some("main"), "wal_autocheckpoint", 0)?;
+    conn.pragma_update(Some("main"), "journal_size_limit", wal_limit as i64)?;
+    conn.pragma_update(Some("main"), "cache_size", -WRITER_CACHE_KIB)?;
+    apply_migrations(&mut conn, migrations::SQLITE_STATE)?;
+    Ok(conn)
+}
+
+/// Creates the database file owner-only (0600), and tightens an existing one and its WAL and
+/// shared-memory files: they hold subscription secrets, subscriber URLs with their tokens and
+/// every event body. SQLite creates the `-wal` and `-shm` files with the database file's mode.
+#[cfg(unix)]
+pub(super) fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let context = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot {what} {}: {e}", p.display()))
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| context("create", path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| context("restrict the permissions of", &file, e))?;
+            tracing::info!(file = %file.display(), "database file made owner-only (0600)");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub(super) fn restrict_to_owner(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// Page cache of the writer connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Restart attempts are at most this frequent (each one holds appends back for a moment).
+const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// Longest a RESTART checkpoint holds appends back while it waits for readers.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Starts the thread that checkpoints the WAL in the background, on its own connection.
+///
+/// A PASSIVE checkpoint never blocks the writer or readers; it copies what it can and the writer
+/// restarts the WAL from the beginning once everything is copied. Doing this inline (SQLite's
+/// auto-checkpoint) would put a large write and an extra fsync of the database file inside some
+/// commits and so into the tail latency of their acks.
+///
+/// But the WAL only restarts when no reader is still using it, and under sustained load (sync,
+/// fan-out and the admin API read all the time) that moment may never come: the WAL then grows
+/// without bound (1 GB in 15 s was seen). So once it passes `wal_limit` bytes, right after a
+/// PASSIVE checkpoint has copied nearly everything, a RESTART checkpoint holds new writes back
+/// while the readers finish (they are short) so the next commit starts the WAL over, and
+/// `journal_size_limit` cuts the file back. Each attempt costs appends a pause — the wait for
+/// readers, bounded by [`CHECKPOINT_BUSY`], and copying what PASSIVE could not — which grows
+/// with the limit: measured in `bench/ingest` (`bench/RESULTS.md`), 64 MiB with at most one
+/// attempt a second gave an ack p99 of 29 ms and a worst ack of 0.41 s, 1 GiB a p99 of 25 ms but
+/// a worst ack of 1.7 s (Zoom gives up at 3 s), no limit 27 ms and a WAL of gigabytes. The wait is bounded, so a
+/// reader that never finishes (a backup tool holding a read transaction) costs appends at most
+/// that pause per attempt, not seconds; such a reader keeps the WAL from restarting, which is
+/// SQLite's rule, and the `zoomhook_sqlite_wal_bytes` gauge shows it. The thread ends when the
+/// store is dropped.
+pub(super) fn spawn_checkpointer(
+    path: &Path,
+    file: &'static str,
+    wal_limit: u64,
+    writer: std::sync::Weak<Mutex<Connection>>,
+) -> Result<(), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(CHECKPOINT_BUSY)?;
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let recorder = crate::metrics::current();
+    let checkpoint = move |mode: &str| {
+        let sql = format!("PRAGMA wal_checkpoint({mode})");
+        match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!(mode, "WAL checkpoint could not finish (busy); will retry"),
+            Err(error) => tracing::warn!(%error, mode, "WAL checkpoint failed; will retry"),
+        }
+    };
+    let wal_bytes = move || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            let mut last_restart = std::time::Instant::now() - RESTART_AT_MOST_EVERY;
+            while writer.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                checkpoint("PASSIVE");
+                let size = wal_bytes();
+                // Each attempt holds appends back briefly: rarely, and only past the limit.
+                if size > wal_limit && last_restart.elapsed() >= RESTART_AT_MOST_EVERY {
+                    last_restart = std::time::Instant::now();
+                    checkpoint("RESTART");
+                }
+                crate::metrics::on_thread(recorder.as_ref(), || {
+                    metrics::gauge!("zoomhook_sqlite_wal_bytes", "file" => file).set(size as f64);
+                });
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
+}
+
+pub(super) fn apply_migrations(conn: &mut Connection, all: &[Migration]) -> Result<(), StoreError> {
+    conn.execute(migrations::CREATE_TABLE, [])?;
+    for m in all {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [m.version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(m.sql).map_err(|e| StoreError::Migration {
+                version: m.version,
+                reason: e.to_string(),
+            })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![m.version, m.name, now_millis()],
+            )?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
