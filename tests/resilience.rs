@@ -366,6 +366,7 @@ async fn restart_with_100k_pending_deliveries_delivers_all_with_bounded_memory()
             previous_secret: None,
             previous_until: None,
             scheme: "standard".into(),
+            body_format: "raw".into(),
             headers: "{}".into(),
             timeout_ms: 10_000,
             max_in_flight: 64,

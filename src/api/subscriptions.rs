@@ -33,7 +33,8 @@ pub struct SubscriptionView {
     pub subscription: Subscription,
     pub headers_map: Value,
     pub deliveries: DeliveryCounts,
-    /// Only in the answer to a create or a rotation.
+    /// Only in the answer to a create or a rotation, and only a generated one: a secret the user
+    /// gave is theirs already and is not echoed into terminals and logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }
@@ -92,11 +93,12 @@ pub async fn create(
     Body(body): Body,
 ) -> Result<Response, HttpError> {
     let input: SubscriptionInput = json_body(&body)?;
+    let generated = input.secret.is_none();
     let sub = subscription::create(input, &state.ssrf, now_millis()).map_err(invalid)?;
     deliverable(&state, &sub)?;
     state.store.insert_subscription(&sub).await?;
     subscriptions_changed(&state);
-    let view = view(&state, sub, true).await?;
+    let view = view(&state, sub, generated).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -119,7 +121,8 @@ pub async fn show(
 }
 
 /// `PATCH /api/v1/subscriptions/{id}` — any field of the create request; `rotate_secret: true`
-/// makes a new secret (returned once) while the old one keeps signing for `rotation_overlap`:
+/// makes a new secret (returned once), or takes the one given in `secret` (not returned), while
+/// the old one keeps signing for `rotation_overlap`:
 /// beside the new one (`standard`), or instead of it until the overlap ends (`zoom`, whose
 /// header carries one signature).
 pub async fn update(
@@ -128,7 +131,7 @@ pub async fn update(
     Body(body): Body,
 ) -> Result<Json<SubscriptionView>, HttpError> {
     let input: SubscriptionInput = json_body(&body)?;
-    let rotated = input.rotate_secret == Some(true);
+    let new_generated_secret = input.rotate_secret == Some(true) && input.secret.is_none();
     let enabling = input.enabled == Some(true);
     // Apply the fields to the row as read and write it only if nobody wrote it meanwhile (another
     // request, a worker disabling it); otherwise apply them again to the newer row.
@@ -153,7 +156,7 @@ pub async fn update(
     if enabling {
         state.deliveries_queued.notify_one();
     }
-    Ok(Json(view(&state, sub, rotated).await?))
+    Ok(Json(view(&state, sub, new_generated_secret).await?))
 }
 
 /// `DELETE /api/v1/subscriptions/{id}` — with its deliveries and attempts.

@@ -53,12 +53,14 @@ pub enum SubsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Make a new secret; the old one keeps signing for --overlap (beside the new one with the
-    /// standard scheme, instead of it with the zoom scheme).
+    /// Make a new secret (or take the one given); the old one keeps signing for --overlap (beside
+    /// the new one with the standard scheme, instead of it with the zoom scheme).
     RotateSecret {
         id: String,
         #[arg(long, default_value = "24h")]
         overlap: String,
+        #[command(flatten)]
+        secret: SecretArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -75,6 +77,12 @@ pub struct AddArgs {
     /// standard (Standard Webhooks) or zoom (x-zm-signature, for existing Zoom consumers).
     #[arg(long)]
     pub scheme: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// zoom scheme: send (and sign) the body as JSON.stringify(JSON.parse(body)) writes it, for
+    /// consumers that verify over that form (@zoom/rivet, Zoom's sample code).
+    #[arg(long)]
+    pub compact_body: bool,
     /// Custom header, NAME=VALUE (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE")]
     pub headers: Vec<String>,
@@ -105,6 +113,35 @@ pub struct AddArgs {
     pub client: ClientArgs,
 }
 
+/// A secret of the user's own instead of a generated one.
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// Use this secret: your consumer's Zoom secret token (zoom scheme) or an existing whsec_…
+    /// secret (standard). Prefer --secret-file: a command line lands in shell history.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "secret_file")]
+    pub secret: Option<String>,
+    /// Read the secret from this file (one line; the trailing newline is ignored).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+impl SecretArgs {
+    /// The secret given, if any.
+    fn read(&self) -> anyhow::Result<Option<String>> {
+        match (&self.secret, &self.secret_file) {
+            (Some(secret), _) => Ok(Some(secret.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("--secret-file {}: cannot read it as text", path.display())
+                })?;
+                // Editors and `echo` end the file with a newline that is not part of the token.
+                Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 impl AddArgs {
     fn body(&self) -> anyhow::Result<Value> {
         let mut body = Map::new();
@@ -116,6 +153,11 @@ impl AddArgs {
         put("url", self.url.clone().map(Value::from));
         put("events", Some(Value::from(self.events.clone())));
         put("scheme", self.scheme.clone().map(Value::from));
+        put("secret", self.secret.read()?.map(Value::from));
+        put(
+            "body_format",
+            self.compact_body.then_some(Value::from("compact")),
+        );
         put("timeout", self.timeout.clone().map(Value::from));
         put("max_in_flight", self.max_in_flight.map(Value::from));
         put("rate_limit", self.rate_limit.map(Value::from));
@@ -168,10 +210,14 @@ async fn subs(cmd: SubsCommand) -> anyhow::Result<()> {
                 .send_json(Method::POST, "/api/v1/subscriptions", Some(&args.body()?))
                 .await?;
             println!("created {}", text(&sub["id"]));
-            println!(
-                "secret  {}   (shown only now; verify signatures with it)",
-                text(&sub["secret"])
-            );
+            if sub["secret"].is_string() {
+                println!(
+                    "secret  {}   (shown only now; verify signatures with it)",
+                    text(&sub["secret"])
+                );
+            } else if sub["kind"] != "email" {
+                println!("secret  the one you gave (signs as it is; not shown)");
+            }
         }
         SubsCommand::List { client } => {
             let api = AdminClient::new(&client)?;
@@ -247,15 +293,16 @@ async fn subs(cmd: SubsCommand) -> anyhow::Result<()> {
         SubsCommand::RotateSecret {
             id,
             overlap,
+            secret,
             client,
         } => {
             let api = AdminClient::new(&client)?;
+            let mut body = json!({"rotate_secret": true, "rotation_overlap": overlap});
+            if let Some(secret) = secret.read()? {
+                body["secret"] = Value::from(secret);
+            }
             let sub = api
-                .send_json(
-                    Method::PATCH,
-                    &subscription_path(&id),
-                    Some(&json!({"rotate_secret": true, "rotation_overlap": overlap})),
-                )
+                .send_json(Method::PATCH, &subscription_path(&id), Some(&body))
                 .await?;
             println!("{}", rotation_summary(&sub));
         }
@@ -266,7 +313,11 @@ async fn subs(cmd: SubsCommand) -> anyhow::Result<()> {
 /// What a rotation means for the consumer, which depends on how many signatures the scheme's
 /// header can carry.
 fn rotation_summary(sub: &Value) -> String {
-    let (secret, until) = (text(&sub["secret"]), text(&sub["previous_until"]));
+    let until = text(&sub["previous_until"]);
+    let secret = match &sub["secret"] {
+        Value::String(s) => s.clone(),
+        _ => "(the one you gave)".to_owned(),
+    };
     if sub["scheme"] == "zoom" {
         format!(
             "new secret {secret}   (x-zm-signature holds one signature: the previous secret keeps \

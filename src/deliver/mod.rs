@@ -1,6 +1,7 @@
 //! Outbound delivery: subscriptions, the durable delivery queue fed by a fan-out reader of the
 //! event log, workers that send with retries, and the SSRF guard on destinations.
 
+pub mod compact_json;
 pub mod email;
 pub mod fanout;
 pub mod redact;

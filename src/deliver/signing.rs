@@ -1,16 +1,24 @@
-//! How deliveries are signed.
+//! How deliveries are signed, and which bytes they carry.
 //!
+//! The HMAC key differs per scheme, because each follows the convention its consumers' libraries
+//! already implement:
 //! - `standard` — Standard Webhooks: `webhook-id`, `webhook-timestamp` (Unix seconds) and
 //!   `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, where the key is
-//!   the base64 part of the `whsec_…` secret. During a rotation both secrets sign; the header then
-//!   carries both signatures, space-separated, so consumers can move to the new secret whenever
-//!   they like within the overlap.
-//! - `zoom` — exactly what Zoom sends: `x-zm-signature: v0=<hex HMAC-SHA256(secret, "v0:{ts}:{body}")>`,
-//!   `x-zm-request-timestamp` and `x-zm-request-id` (the delivery id), with the whole `whsec_…`
-//!   string as the secret token, so an existing Zoom consumer works unchanged behind zoomhook.
+//!   the **base64-decoded part after `whsec_`** of the secret. During a rotation both secrets sign;
+//!   the header then carries both signatures, space-separated, so consumers can move to the new
+//!   secret whenever they like within the overlap.
+//! - `zoom` — exactly what Zoom sends: `x-zm-signature: v0=<hex HMAC-SHA256(key, "v0:{ts}:{body}")>`,
+//!   `x-zm-request-timestamp` and `x-zm-request-id` (the delivery id), where the key is the
+//!   **secret's bytes as they are**, as Zoom uses its secret token: a consumer's existing Zoom
+//!   secret token when one was given, else the whole generated `whsec_…` string, prefix included.
 //!   Zoom's header carries exactly one signature, so both secrets cannot sign at once: during a
 //!   rotation the **previous** secret keeps signing until the overlap ends (the consumer, which
 //!   knows only that one, keeps working), then the new one takes over.
+//!
+//! A `zoom` subscription can carry the body `compact` instead of `raw`
+//! ([`super::compact_json`]); the signature always covers the bytes actually sent.
+
+use std::borrow::Cow;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -20,10 +28,75 @@ use crate::zoom::signature::hmac_sha256;
 /// Prefix of generated subscription secrets.
 pub const SECRET_PREFIX: &str = "whsec_";
 
-/// A new random secret: `whsec_` + base64 of 24 random bytes.
+/// A new random secret: `whsec_` + base64 of 24 random bytes (valid for both schemes).
 pub fn new_secret() -> String {
     let bytes: [u8; 24] = rand::random();
     format!("{SECRET_PREFIX}{}", B64.encode(bytes))
+}
+
+/// Longest secret a user may give (Zoom's secret tokens are 22 characters, Standard Webhooks
+/// secrets at most `whsec_` + 88): anything longer is a paste gone wrong.
+pub const MAX_GIVEN_SECRET_LEN: usize = 256;
+
+/// Size range of the key of a given Standard Webhooks secret, as Svix accepts it.
+const STANDARD_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
+
+/// Checks a secret the user gives (instead of a generated one) for `scheme`. The message never
+/// quotes the secret, since error answers end up in logs.
+///
+/// - `zoom`: the consumer's Zoom secret token, used as the HMAC key as it is. It must be 1 to 256
+///   printable ASCII characters without spaces: Zoom's tokens are letters and digits, and a
+///   space, a control character or non-ASCII text can only be a copy-and-paste accident that
+///   would make every signature wrong without a visible cause.
+/// - `standard`: like Svix, an existing `whsec_…` secret is accepted, so consumers keep theirs;
+///   it must be `whsec_` and the base64 of 24 to 64 bytes, since Standard Webhooks libraries
+///   base64-decode it to get their key.
+pub fn check_given_secret(scheme: &str, secret: &str) -> Result<(), String> {
+    if secret.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if secret.len() > MAX_GIVEN_SECRET_LEN {
+        return Err(format!(
+            "must be at most {MAX_GIVEN_SECRET_LEN} bytes (this one has {})",
+            secret.len()
+        ));
+    }
+    if let Some((at, _)) = secret.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "must be printable ASCII without spaces (as Zoom's secret tokens are); character {} is not",
+            secret[..at].chars().count() + 1
+        ));
+    }
+    if scheme == "standard" {
+        let key_len = secret
+            .strip_prefix(SECRET_PREFIX)
+            .and_then(|b64| B64.decode(b64).ok())
+            .map(|key| key.len());
+        if !key_len.is_some_and(|n| STANDARD_KEY_BYTES.contains(&n)) {
+            return Err(format!(
+                "a Standard Webhooks secret is {SECRET_PREFIX} followed by the base64 of 24 to 64 bytes (as Svix makes them); \
+                 for a Zoom secret token use the zoom scheme"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How a delivery carries the body: the stored bytes as they are.
+pub const BODY_RAW: &str = "raw";
+/// How a delivery carries the body: `JSON.stringify(JSON.parse(body))` (zoom scheme only).
+pub const BODY_COMPACT: &str = "compact";
+
+/// The bytes a delivery sends, and signs: the stored body, or its compact form.
+pub fn wire_body<'a>(
+    body_format: &str,
+    stored: &'a [u8],
+) -> Result<Cow<'a, [u8]>, super::compact_json::CompactError> {
+    if body_format == BODY_COMPACT {
+        super::compact_json::compact(stored).map(Cow::Owned)
+    } else {
+        Ok(Cow::Borrowed(stored))
+    }
 }
 
 /// The HMAC key of a Standard Webhooks secret (base64 after `whsec_`; other text as is).
@@ -125,6 +198,49 @@ mod tests {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn given_secrets_are_checked_per_scheme_without_being_quoted() {
+        let zoom_token = "aB3dE5fG7hI9jK1lM3nO5p";
+        assert_eq!(check_given_secret("zoom", zoom_token), Ok(()));
+        assert_eq!(check_given_secret("zoom", &new_secret()), Ok(()));
+        assert_eq!(check_given_secret("standard", &new_secret()), Ok(()));
+        // Svix's own example secret (24 bytes of key).
+        assert_eq!(
+            check_given_secret("standard", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            Ok(())
+        );
+        let long = "x".repeat(MAX_GIVEN_SECRET_LEN + 1);
+        for (scheme, bad) in [
+            ("zoom", ""),
+            ("zoom", "tok en"),
+            ("zoom", "token\n"),
+            ("zoom", "tok\0en"),
+            ("zoom", "tökenü"),
+            ("zoom", "token\u{2028}"),
+            ("zoom", long.as_str()),
+            ("standard", zoom_token),
+            ("standard", "whsec_c2hvcnQ="),
+            ("standard", "whsec_!!!!"),
+        ] {
+            let message = check_given_secret(scheme, bad).expect_err(bad);
+            assert!(
+                bad.is_empty() || !message.contains(bad),
+                "the message quotes the secret: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_compact_body_is_what_is_sent_and_signed() {
+        let stored = br#"{ "event": "meeting.started", "n": 1.0 }"#;
+        assert_eq!(&*wire_body(BODY_RAW, stored).unwrap_or_default(), stored);
+        assert_eq!(
+            &*wire_body(BODY_COMPACT, stored).unwrap_or_default(),
+            br#"{"event":"meeting.started","n":1}"#
+        );
+        assert!(wire_body(BODY_COMPACT, b"{").is_err());
     }
 
     #[test]

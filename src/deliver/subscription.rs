@@ -1,5 +1,5 @@
 //! Subscriptions as the API and CLI give them: validation of every field with a clear message,
-//! defaults, secret generation and rotation.
+//! defaults, secret generation or a secret the user gives, and rotation.
 
 use std::time::Duration;
 
@@ -36,6 +36,12 @@ pub struct SubscriptionInput {
     /// Patterns as a list or one comma-separated string.
     pub events: Option<Value>,
     pub scheme: Option<String>,
+    /// A secret of the user's own instead of a generated one: the consumer's Zoom secret token
+    /// (`zoom`), or an existing `whsec_…` secret (`standard`). On update only with
+    /// `rotate_secret`, so every change of secret goes through the rotation overlap.
+    pub secret: Option<String>,
+    /// `raw` (default) or `compact` (`zoom` only): see [`signing::wire_body`].
+    pub body_format: Option<String>,
     pub headers: Option<serde_json::Map<String, Value>>,
     /// A duration such as `10s`.
     pub timeout: Option<String>,
@@ -48,8 +54,9 @@ pub struct SubscriptionInput {
     pub enabled: Option<bool>,
     pub description: Option<String>,
     pub email: Option<EmailInput>,
-    /// Update only: make a new secret; the old one keeps signing for `rotation_overlap` (beside
-    /// the new one with `standard`, instead of it with `zoom`, whose header has one signature).
+    /// Update only: make a new secret (or take `secret`); the old one keeps signing for
+    /// `rotation_overlap` (beside the new one with `standard`, instead of it with `zoom`, whose
+    /// header has one signature).
     pub rotate_secret: Option<bool>,
     pub rotation_overlap: Option<String>,
 }
@@ -158,6 +165,22 @@ pub fn apply(
         }
         sub.scheme = scheme;
     }
+    if let Some(format) = input.body_format {
+        if !matches!(format.as_str(), signing::BODY_RAW | signing::BODY_COMPACT) {
+            return Err(invalid(
+                "body_format",
+                "must be raw (the body as Zoom sent it) or compact (as JSON.stringify(JSON.parse(body)) writes it)",
+            ));
+        }
+        sub.body_format = format;
+    }
+    // `create` takes a given secret out of the input first, so here it is an update's.
+    if input.secret.is_some() && input.rotate_secret != Some(true) {
+        return Err(invalid(
+            "secret",
+            "a subscription's secret changes by rotation: give it with \"rotate_secret\": true (\"rotation_overlap\": \"0s\" switches at once)",
+        ));
+    }
     if let Some(headers) = input.headers {
         for (name, value) in &headers {
             let lower = name.to_ascii_lowercase();
@@ -240,7 +263,8 @@ pub fn apply(
             )?,
             None => DEFAULT_ROTATION_OVERLAP,
         };
-        let replaced = std::mem::replace(&mut sub.secret, signing::new_secret());
+        let new_secret = input.secret.clone().unwrap_or_else(signing::new_secret);
+        let replaced = std::mem::replace(&mut sub.secret, new_secret);
         // The `zoom` scheme signs with one secret: during an overlap, the previous one. Rotating
         // again within it must keep that one (the secret the consumer verifies with) rather than
         // the intermediate secret that never signed anything.
@@ -275,6 +299,20 @@ fn validate(sub: &Subscription, policy: &SsrfPolicy) -> Result<(), InvalidField>
             }
         }
         _ => {
+            // Checked on every change, not only when given: a secret given for `zoom` is not a
+            // Standard Webhooks key, so switching such a subscription to `standard` must say so.
+            signing::check_given_secret(&sub.scheme, &sub.secret).map_err(|message| {
+                invalid(
+                    "secret",
+                    format!("for the {} scheme, the secret {message}", sub.scheme),
+                )
+            })?;
+            if sub.body_format == signing::BODY_COMPACT && sub.scheme != "zoom" {
+                return Err(invalid(
+                    "body_format",
+                    "compact is for the zoom scheme (consumers that verify over JSON.stringify(JSON.parse(body))); Standard Webhooks consumers verify the raw body",
+                ));
+            }
             let url = reqwest::Url::parse(&sub.url)
                 .map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", sub.url)))?;
             policy
@@ -289,7 +327,7 @@ fn validate(sub: &Subscription, policy: &SsrfPolicy) -> Result<(), InvalidField>
 
 /// A new subscription from a create request.
 pub fn create(
-    input: SubscriptionInput,
+    mut input: SubscriptionInput,
     policy: &SsrfPolicy,
     now: i64,
 ) -> Result<Subscription, InvalidField> {
@@ -299,15 +337,23 @@ pub fn create(
     if input.events.is_none() {
         return Err(invalid("events", "required, e.g. [\"meeting.*\"] or \"*\""));
     }
+    let given_secret = input.secret.take();
+    if given_secret.is_some() && input.kind.as_deref() == Some("email") {
+        return Err(invalid(
+            "secret",
+            "an email subscription is not signed, so it takes no secret",
+        ));
+    }
     let mut sub = Subscription {
         id: crate::core::ids::new_id("sub"),
         kind: "webhook".into(),
         url: String::new(),
         events: String::new(),
-        secret: signing::new_secret(),
+        secret: given_secret.unwrap_or_else(signing::new_secret),
         previous_secret: None,
         previous_until: None,
         scheme: "standard".into(),
+        body_format: signing::BODY_RAW.into(),
         headers: "{}".into(),
         timeout_ms: DEFAULT_TIMEOUT.as_millis() as i64,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,

@@ -417,19 +417,16 @@ async fn send_webhook(
     policy.check_url(&url).map_err(|e| e.to_string())?;
     let timestamp = now / 1000;
     let secrets = signing_secrets(sub, now);
+    let body = signing::wire_body(&sub.body_format, &claimed.body).map_err(|e| e.to_string())?;
     let mut request = deliverer
         .http
         .post(url)
         .timeout(Duration::from_millis(sub.timeout_ms.max(1) as u64))
         .header("content-type", "application/json")
         .header("user-agent", USER_AGENT);
-    for (name, value) in signing::headers(
-        &sub.scheme,
-        secrets,
-        &claimed.delivery.id,
-        timestamp,
-        &claimed.body,
-    ) {
+    for (name, value) in
+        signing::headers(&sub.scheme, secrets, &claimed.delivery.id, timestamp, &body)
+    {
         request = request.header(name, value);
     }
     if let Ok(serde_json::Value::Object(headers)) =
@@ -442,7 +439,7 @@ async fn send_webhook(
         }
     }
     let mut response = request
-        .body(claimed.body.clone())
+        .body(body.into_owned())
         .send()
         .await
         .map_err(describe)?;

@@ -28,6 +28,9 @@ pub struct Subscription {
     pub previous_until: Option<i64>,
     /// `standard` or `zoom`.
     pub scheme: String,
+    /// `raw` (the stored body, byte for byte) or `compact` (`zoom` scheme only: the body as
+    /// `JSON.stringify(JSON.parse(body))` writes it, for consumers that verify over that).
+    pub body_format: String,
     /// Custom headers, a JSON object of strings.
     pub headers: String,
     pub timeout_ms: i64,
@@ -91,7 +94,7 @@ pub(crate) const IN_FLIGHT: &str = "SELECT COUNT(*) FROM deliveries
     WHERE subscription_id = $1 AND status = 'delivering' AND locked_until >= $2";
 
 /// The columns of `subscriptions`, in [`Subscription`] field order.
-pub const SUBSCRIPTION_COLUMNS: &str = "id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at, revision";
+pub const SUBSCRIPTION_COLUMNS: &str = "id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at, revision, body_format";
 
 /// One delivery: an event for a subscription.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -284,12 +287,12 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
 // ---- SQL shared by both backends ($n placeholders in ascending first appearance) ----
 
-pub(crate) const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
+pub(crate) const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at, body_format)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)";
 
-pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2, url = $3, events = $4, secret = $5, previous_secret = $6, previous_until = $7, scheme = $8, headers = $9, timeout_ms = $10, max_in_flight = $11, rate_limit = $12, ordering = $13, https_only = $14, enabled = $15, disabled_reason = $16, failing_since = CASE WHEN enabled = 0 AND $15 <> enabled THEN CAST($17 AS BIGINT) ELSE failing_since END, email_to = $18, email_subject = $19, email_body = $20, description = $21, created_at = $22, updated_at = $23,
+pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2, url = $3, events = $4, secret = $5, previous_secret = $6, previous_until = $7, scheme = $8, headers = $9, timeout_ms = $10, max_in_flight = $11, rate_limit = $12, ordering = $13, https_only = $14, enabled = $15, disabled_reason = $16, failing_since = CASE WHEN enabled = 0 AND $15 <> enabled THEN CAST($17 AS BIGINT) ELSE failing_since END, email_to = $18, email_subject = $19, email_body = $20, description = $21, created_at = $22, updated_at = $23, body_format = $24,
     revision = revision + 1
-    WHERE id = $1 AND revision = $24";
+    WHERE id = $1 AND revision = $25";
 
 pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, next_attempt_at, created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)

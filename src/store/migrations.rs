@@ -52,6 +52,12 @@ pub const SQLITE: &[Migration] = &[
         name: "rate_buckets",
         sql: include_str!("../../migrations/sqlite/0008_rate_buckets.sql"),
     },
+    // 0009 is taken by another change in progress.
+    Migration {
+        version: 10,
+        name: "subscription_body_format",
+        sql: include_str!("../../migrations/sqlite/0010_subscription_body_format.sql"),
+    },
 ];
 
 /// The SQLite log migration that moves derived state out of the log file; it runs only after
@@ -149,6 +155,12 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "rate_buckets",
         sql: include_str!("../../migrations/postgres/0008_rate_buckets.sql"),
+    },
+    // 0009 is taken by another change in progress.
+    Migration {
+        version: 10,
+        name: "subscription_body_format",
+        sql: include_str!("../../migrations/postgres/0010_subscription_body_format.sql"),
     },
 ];
 

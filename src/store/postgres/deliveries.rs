@@ -35,6 +35,7 @@ fn row_to_subscription(r: &tokio_postgres::Row) -> Subscription {
         created_at: r.get(21),
         updated_at: r.get(22),
         revision: r.get(23),
+        body_format: r.get(24),
     }
 }
 
@@ -71,7 +72,7 @@ impl SubscriptionParams {
         }
     }
 
-    fn refs<'a>(&'a self, s: &'a Subscription) -> [&'a (dyn ToSql + Sync); 23] {
+    fn refs<'a>(&'a self, s: &'a Subscription) -> [&'a (dyn ToSql + Sync); 24] {
         [
             &s.id,
             &s.kind,
@@ -96,6 +97,7 @@ impl SubscriptionParams {
             &s.description,
             &s.created_at,
             &s.updated_at,
+            &s.body_format,
         ]
     }
 }

@@ -49,6 +49,7 @@ fn row_to_subscription(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> 
         created_at: r.get(21)?,
         updated_at: r.get(22)?,
         revision: r.get(23)?,
+        body_format: r.get(24)?,
     })
 }
 
@@ -71,7 +72,7 @@ fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-fn subscription_params(s: &Subscription) -> [rusqlite::types::Value; 23] {
+fn subscription_params(s: &Subscription) -> [rusqlite::types::Value; 24] {
     use rusqlite::types::Value as V;
     let text = |v: &Option<String>| v.clone().map_or(V::Null, V::Text);
     let int = |v: Option<i64>| v.map_or(V::Null, V::Integer);
@@ -99,6 +100,7 @@ fn subscription_params(s: &Subscription) -> [rusqlite::types::Value; 23] {
         V::Text(s.description.clone()),
         V::Integer(s.created_at),
         V::Integer(s.updated_at),
+        V::Text(s.body_format.clone()),
     ]
 }
 
