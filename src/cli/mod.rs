@@ -5,6 +5,7 @@
 pub mod client;
 pub mod completions;
 pub mod config_check;
+pub mod config_example;
 pub mod demo;
 pub mod events;
 pub mod listen;
@@ -135,7 +136,7 @@ pub enum Command {
     /// Query the event log of a running server.
     #[command(subcommand)]
     Events(events::EventsCommand),
-    /// Check the configuration and print what it resolves to.
+    /// Check the configuration (`config check`) or print an annotated example (`config example`).
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
     /// Manage admin API tokens.
