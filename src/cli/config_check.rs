@@ -1,4 +1,4 @@
-//! `zoomhook config check`
+//! `zoomhook config check` (and the `config` command group; `example` is in `config_example.rs`)
 
 use clap::Subcommand;
 
@@ -9,11 +9,21 @@ use crate::store::postgres::redact_url;
 pub enum ConfigCommand {
     /// Validate the configuration (file, environment, flags) and print the result without secrets.
     Check(ServerArgs),
+    /// Print an annotated example configuration file with every key and its default:
+    /// `zoomhook config example > zoomhook.toml`.
+    Example,
+}
+
+/// Runs a `config` subcommand.
+pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCommand::Check(args) => check(args),
+        ConfigCommand::Example => super::config_example::run(),
+    }
 }
 
 /// Validates and summarises the configuration; fails with the bad key named.
-pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
-    let ConfigCommand::Check(args) = cmd;
+fn check(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     println!("configuration OK");
     println!("  listen            {}", config.listen);

@@ -5,8 +5,10 @@
 pub mod client;
 pub mod completions;
 pub mod config_check;
+pub mod config_example;
 pub mod demo;
 pub mod events;
+pub mod health;
 pub mod listen;
 pub mod meetings;
 pub mod migrate;
@@ -135,7 +137,7 @@ pub enum Command {
     /// Query the event log of a running server.
     #[command(subcommand)]
     Events(events::EventsCommand),
-    /// Check the configuration and print what it resolves to.
+    /// Check the configuration (`config check`) or print an annotated example (`config example`).
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
     /// Manage admin API tokens.
@@ -143,6 +145,8 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Apply database migrations and exit.
     Migrate(ServerArgs),
+    /// Ask a running server's /readyz; exit 0 only when it is ready (container health checks).
+    Health(health::HealthArgs),
     /// Synchronised meetings of a running server.
     #[command(subcommand)]
     Meetings(meetings::MeetingsCommand),
@@ -178,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_check::run(cmd),
         Command::Token(cmd) => token::run(cmd).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Health(args) => health::run(args).await,
         Command::Meetings(cmd) => meetings::run(cmd).await,
         Command::Attendance(args) => meetings::attendance(args).await,
         Command::Sync(cmd) => sync::run(cmd).await,

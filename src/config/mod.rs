@@ -5,6 +5,8 @@
 //! given as files (`*_file` keys, `*_FILE` variables). [`Config::resolve`] validates everything at
 //! once and fails with an error that names the key, where it was set and the expected form.
 
+mod example;
+mod key_docs;
 mod limits;
 mod raw;
 
@@ -17,6 +19,7 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use ipnet::IpNet;
 
+pub use example::example_toml;
 pub use limits::Limits;
 pub use raw::{RawConfig, Setting};
 

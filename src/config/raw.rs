@@ -104,8 +104,13 @@ pub fn source_keys() -> impl Iterator<Item = &'static str> {
     .copied()
 }
 
-/// Zoom's own variable names, mapped onto zoomhook keys.
-const ZOOM_ENV: &[(&str, &str)] = &[
+/// Variables that set a key under another name than `ZOOMHOOK_<KEY>`: Zoom's own conventional
+/// names, and a short form of the default source's tolerance.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    (
+        "ZOOMHOOK_TIMESTAMP_TOLERANCE",
+        "sources.zoom.timestamp_tolerance",
+    ),
     ("ZOOM_WEBHOOK_SECRET_TOKEN", "sources.zoom.secret"),
     ("ZOOM_WEBHOOK_SECRET_TOKEN_FILE", "sources.zoom.secret_file"),
     ("ZOOM_VERIFICATION_TOKEN", "sources.zoom.verification_token"),
@@ -181,7 +186,7 @@ impl RawConfig {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), ConfigError> {
         for (name, value) in vars {
-            if let Some(&(_, key)) = ZOOM_ENV.iter().find(|(env, _)| *env == name) {
+            if let Some(&(_, key)) = ENV_ALIASES.iter().find(|(env, _)| *env == name) {
                 self.set(key, value, name);
             } else if let Some(rest) = name.strip_prefix("ZOOMHOOK_SOURCE_") {
                 let key = source_env_key(rest).ok_or_else(|| ConfigError {
@@ -197,9 +202,6 @@ impl RawConfig {
                 let key = rest.to_ascii_lowercase();
                 if TOP_KEYS.contains(&key.as_str()) {
                     self.set(&key, value, name);
-                } else if key == "timestamp_tolerance" {
-                    // Convenience: the default source's tolerance.
-                    self.set("sources.zoom.timestamp_tolerance", value, name);
                 }
                 // Other ZOOMHOOK_* variables belong to the CLI (ZOOMHOOK_URL, ZOOMHOOK_TOKEN) or to
                 // later features (delivery); they are read where they are used.
@@ -207,6 +209,31 @@ impl RawConfig {
         }
         Ok(())
     }
+}
+
+/// The environment variables that set `key` (a flat key: `listen`, `sources.zoom.secret`): the
+/// `ZOOMHOOK_…` name first, then any alias. Documentation is generated from this, and a test
+/// feeds every name back through [`RawConfig::merge_env`], so the two cannot disagree.
+pub fn env_names(key: &str) -> Vec<String> {
+    let primary = match key
+        .strip_prefix("sources.")
+        .and_then(|rest| rest.split_once('.'))
+    {
+        Some((name, field)) => format!(
+            "ZOOMHOOK_SOURCE_{}_{}",
+            name.replace('-', "_").to_ascii_uppercase(),
+            field.to_ascii_uppercase()
+        ),
+        None => format!("ZOOMHOOK_{}", key.to_ascii_uppercase()),
+    };
+    std::iter::once(primary)
+        .chain(
+            ENV_ALIASES
+                .iter()
+                .filter(|(_, target)| *target == key)
+                .map(|(env, _)| (*env).to_owned()),
+        )
+        .collect()
 }
 
 /// `ZOOMHOOK_SOURCE_<NAME>_<KEY>` → `sources.<name>.<key>`; the longest matching KEY wins so
@@ -283,6 +310,29 @@ mod tests {
             Some("sources.zoom.previous_secret")
         );
         assert_eq!(source_env_key("ZOOM_NOPE"), None);
+    }
+
+    #[test]
+    fn every_documented_variable_sets_its_key() {
+        let keys = TOP_KEYS.iter().map(|k| k.to_string()).chain(
+            ["zoom", "sales-eu"]
+                .into_iter()
+                .flat_map(|name| source_keys().map(move |f| format!("sources.{name}.{f}"))),
+        );
+        for key in keys {
+            let names = env_names(&key);
+            assert!(!names.is_empty(), "{key}");
+            for name in names {
+                let mut raw = RawConfig::default();
+                raw.merge_env([(name.clone(), "v".to_owned())]).unwrap();
+                let set: Vec<&String> = raw.settings.keys().collect();
+                assert_eq!(set, [&key], "{name} should set {key}");
+            }
+        }
+        assert_eq!(
+            env_names("sources.zoom.secret"),
+            ["ZOOMHOOK_SOURCE_ZOOM_SECRET", "ZOOM_WEBHOOK_SECRET_TOKEN"]
+        );
     }
 
     #[test]
