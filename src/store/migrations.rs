@@ -52,12 +52,6 @@ pub const SQLITE: &[Migration] = &[
         name: "rate_buckets",
         sql: include_str!("../../migrations/sqlite/0008_rate_buckets.sql"),
     },
-    // 0009 is taken by another change in progress.
-    Migration {
-        version: 10,
-        name: "subscription_body_format",
-        sql: include_str!("../../migrations/sqlite/0010_subscription_body_format.sql"),
-    },
 ];
 
 /// The SQLite log migration that moves derived state out of the log file; it runs only after
@@ -111,6 +105,11 @@ pub const SQLITE_STATE: &[Migration] = &[
         version: 9,
         name: "log_index",
         sql: include_str!("../../migrations/sqlite/state_0009_log_index.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "subscription_body_format",
+        sql: include_str!("../../migrations/sqlite/state_0010_subscription_body_format.sql"),
     },
 ];
 

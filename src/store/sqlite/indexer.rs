@@ -316,8 +316,17 @@ pub fn adopt(state: &mut Connection, log: &mut Connection) -> Result<(), StoreEr
     if legacy.is_some() && adopted.is_none() {
         let tx = state.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for table in ADOPTED_TABLES {
+            // The old table's columns by name: later state migrations may have added columns
+            // (with defaults) that the old file never had.
+            let columns: Vec<String> = tx
+                .prepare(&format!(
+                    "SELECT name FROM pragma_table_info('{table}', 'log')"
+                ))?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let columns = columns.join(", ");
             tx.execute(
-                &format!("INSERT INTO main.{table} SELECT * FROM log.{table}"),
+                &format!("INSERT INTO main.{table} ({columns}) SELECT {columns} FROM log.{table}"),
                 [],
             )
             .map_err(|e| {
