@@ -180,8 +180,13 @@ async fn the_sqlite_database_is_readable_by_its_owner_only() {
     let path = db.sqlite_path().expect("sqlite");
     let server = TestServer::start(config(&db, &[])).await;
     assert_eq!(server.send(&body(0, 10)).await.status(), 200);
-    for suffix in ["", "-wal", "-shm"] {
-        let file = format!("{}{suffix}", path.display());
+    // The event log and the state database beside it (subscription secrets live there).
+    let state = zoomhook::store::sqlite::state_path(&path);
+    for (base, suffix) in [&path, &state]
+        .into_iter()
+        .flat_map(|base| ["", "-wal", "-shm"].map(|suffix| (base, suffix)))
+    {
+        let file = format!("{}{suffix}", base.display());
         let mode = std::fs::metadata(&file)
             .expect("exists")
             .permissions()
@@ -191,14 +196,18 @@ async fn the_sqlite_database_is_readable_by_its_owner_only() {
     }
     server.stop().await;
     // A database created by an older version (0644) is tightened at the next start.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    for file in [&path, &state] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
     let server = TestServer::start(config(&db, &[])).await;
-    let mode = std::fs::metadata(&path)
-        .expect("exists")
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
+    for file in [&path, &state] {
+        let mode = std::fs::metadata(file)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
     server.stop().await;
 }
 
