@@ -29,6 +29,14 @@ use crate::store::query::{EVENT_COLUMNS, EventQuery, MAX_PAGE, Param};
 pub const BATCH: i64 = 10_000;
 /// How long the indexer sleeps when nothing woke it (appends by another process, a retry).
 const IDLE: Duration = Duration::from_millis(200);
+/// How long the indexer lets commits accumulate once woken. Each of its transactions rewrites
+/// the hot pages it touches (the tails of the time-ordered indexes, the cursor) into the WAL, and
+/// resets the page cache of every state reader (the committer's dedupe lookups among them): one
+/// transaction per commit cost more than the indexing itself. Keys wait in memory meanwhile
+/// (a few thousand at most), and queries scan the log for what is not indexed yet.
+const LINGER: Duration = Duration::from_millis(50);
+/// Past this many waiting keys the indexer does not linger.
+const LINGER_AT_MOST_KEYS: usize = 20_000;
 /// More entries than this not yet indexed at start are indexed before the store opens, rather
 /// than held in memory.
 const REBUILD_IN_MEMORY_AT_MOST: i64 = 50_000;
@@ -79,6 +87,9 @@ pub fn spawn(state: Weak<Mutex<Connection>>, tail: Arc<DedupeTail>) -> Result<Wa
             let mut backoff = IDLE;
             loop {
                 waiter.wait(backoff);
+                if tail.len() < LINGER_AT_MOST_KEYS {
+                    std::thread::sleep(LINGER);
+                }
                 let Some(state) = state.upgrade() else {
                     break;
                 };

@@ -39,11 +39,11 @@ pub(super) fn open_log_writer(
     // FULL: in WAL mode every commit syncs the WAL, so a committed event survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
     // Checkpoints run on their own thread (see `checkpointer`), never inside a commit the acks
-    // wait for; the writer keeps a larger page cache so index pages are not re-read per batch.
+    // wait for.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // When the WAL starts over, its file is cut back to the limit.
     conn.pragma_update(None, "journal_size_limit", wal_limit as i64)?;
-    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "cache_size", -LOG_CACHE_KIB)?;
     apply_migrations(&mut conn, migrations::SQLITE)?;
     Ok(conn)
 }
@@ -118,7 +118,7 @@ pub(super) fn open_state_writer(
     conn.pragma_update(Some("main"), "synchronous", "FULL")?;
     conn.pragma_update(Some("main"), "wal_autocheckpoint", 0)?;
     conn.pragma_update(Some("main"), "journal_size_limit", wal_limit as i64)?;
-    conn.pragma_update(Some("main"), "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(Some("main"), "cache_size", -STATE_CACHE_KIB)?;
     apply_migrations(&mut conn, migrations::SQLITE_STATE)?;
     Ok(conn)
 }
@@ -157,8 +157,12 @@ pub(super) fn restrict_to_owner(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Page cache of the writer connection, in KiB.
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Page cache of the state database's writer, in KiB: entity, delivery and index pages that
+/// sync, fan-out and the indexer rewrite again and again.
+const STATE_CACHE_KIB: i64 = 8 * 1024;
+/// Page cache of the log's writer, in KiB: it only appends, so it touches the last pages of the
+/// table and of the id index; a large cache would only hold bodies it never reads again.
+const LOG_CACHE_KIB: i64 = 2 * 1024;
 /// Restart attempts are at most this frequent (each one holds appends back for a moment).
 const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 /// Longest a RESTART checkpoint holds appends back while it waits for readers.
