@@ -1,11 +1,14 @@
 //! PostgreSQL backend: for production and for running several zoomhook instances on one database.
 //!
-//! Appends lock the single `log_head` row first (`SELECT … FOR UPDATE`). That one lock is what
-//! makes the log safe across instances: `seq` stays gap-free and in commit order, and the dedupe
-//! plan cannot race with another instance's batch. Group commit keeps the lock's cost per event
-//! small. Commits use the server's default `synchronous_commit = on` (WAL flushed before the
-//! commit returns), which is the durability the ack waits for.
+//! Appends (`append.rs`) lock the single `log_head` row (`SELECT … FOR UPDATE`). That one lock is
+//! what makes the log safe across instances: `seq` stays gap-free and in commit order, and the
+//! dedupe plan cannot race with another instance's batch. Group commit keeps the lock's cost per
+//! event small, and each commit takes two pipelined round trips, so the lock is held for little
+//! more than the commit's WAL flush (`docs/postgres-log.md`). Every append forces
+//! `synchronous_commit = on` (WAL flushed before the commit returns): the durability the ack
+//! waits for.
 
+mod append;
 mod cluster;
 mod deliveries;
 mod entities;
@@ -18,7 +21,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
-use super::dedupe::{KeyOwner, plan_batch};
 use super::migrations;
 use super::query::{EVENT_COLUMNS, Param};
 use super::{
@@ -37,7 +39,8 @@ pub struct PgStore {
     pool: Pool,
     /// The event-log committer's own connections, never shared with the admin API, sync or
     /// delivery: however busy those are, an append never waits for a connection (which would
-    /// turn into a 503 for Zoom). Two: the committer, and `/readyz`'s probe.
+    /// turn into a 503 for Zoom). Two: the committer, and `/readyz`'s probe. Checked out without
+    /// a verifying query (`RecyclingMethod::Fast`): every round trip is on the ack's path.
     committer: Pool,
     /// For connections of their own: leases and the LISTEN connection.
     config: tokio_postgres::Config,
@@ -54,8 +57,16 @@ impl PgStore {
         })?;
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("zoomhook");
-        let pool = build_pool(url, config.clone(), options.max_read_connections.max(1))?;
-        let committer = build_pool(url, config.clone(), 2)?;
+        let pool = build_pool(
+            url,
+            config.clone(),
+            options.max_read_connections.max(1),
+            RecyclingMethod::Verified,
+        )?;
+        // No verifying query per checkout: it would add a round trip to every commit. A
+        // connection the server closed is seen as closed (and replaced) at checkout all the same,
+        // and one that fails mid-append is closed rather than reused (see `append.rs`).
+        let committer = build_pool(url, config.clone(), 2, RecyclingMethod::Fast)?;
         let store = PgStore {
             pool,
             committer,
@@ -111,14 +122,13 @@ impl PgStore {
     }
 }
 
-fn build_pool(url: &str, config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Verified,
-        },
-    );
+fn build_pool(
+    url: &str,
+    config: tokio_postgres::Config,
+    size: usize,
+    recycling_method: RecyclingMethod,
+) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method });
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -176,67 +186,6 @@ fn row_to_event(r: &tokio_postgres::Row) -> StoredEvent {
     }
 }
 
-const APPEND_TIMEOUTS: &str = "SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '10s'";
-
-const INSERT_EVENTS: &str = "INSERT INTO events (seq, id, source, event, event_ts, account_id, object_id, object_uuid, received_at, request_id, dedupe_key, body)
-    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bytea[])";
-
-const UPSERT_KEYS: &str = "INSERT INTO dedupe_keys (key, event_id, seq, expires_at)
-    SELECT k, e, s, $4 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(k, e, s)
-    ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, seq = excluded.seq, expires_at = excluded.expires_at
-    WHERE dedupe_keys.expires_at <= $5";
-
-/// Column-wise copies of the events to insert, for one `UNNEST` insert per batch.
-#[derive(Default)]
-struct EventColumns<'a> {
-    seq: Vec<i64>,
-    id: Vec<&'a str>,
-    source: Vec<&'a str>,
-    event: Vec<&'a str>,
-    event_ts: Vec<Option<i64>>,
-    account_id: Vec<Option<&'a str>>,
-    object_id: Vec<Option<&'a str>>,
-    object_uuid: Vec<Option<&'a str>>,
-    received_at: Vec<i64>,
-    request_id: Vec<Option<&'a str>>,
-    dedupe_key: Vec<&'a str>,
-    body: Vec<&'a [u8]>,
-}
-
-impl<'a> EventColumns<'a> {
-    fn push(&mut self, seq: i64, e: &'a NewEvent) {
-        self.seq.push(seq);
-        self.id.push(&e.id);
-        self.source.push(&e.source);
-        self.event.push(&e.event);
-        self.event_ts.push(e.event_ts);
-        self.account_id.push(e.account_id.as_deref());
-        self.object_id.push(e.object_id.as_deref());
-        self.object_uuid.push(e.object_uuid.as_deref());
-        self.received_at.push(e.received_at);
-        self.request_id.push(e.request_id.as_deref());
-        self.dedupe_key.push(&e.semantic_key);
-        self.body.push(&e.body[..]);
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
-        [
-            &self.seq,
-            &self.id,
-            &self.source,
-            &self.event,
-            &self.event_ts,
-            &self.account_id,
-            &self.object_id,
-            &self.object_uuid,
-            &self.received_at,
-            &self.request_id,
-            &self.dedupe_key,
-            &self.body,
-        ]
-    }
-}
-
 #[async_trait]
 impl EventStore for PgStore {
     async fn append_batch(
@@ -244,61 +193,7 @@ impl EventStore for PgStore {
         batch: Vec<NewEvent>,
         dedupe_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let batch: Vec<NewEvent> = batch.into_iter().map(NewEvent::into_storable).collect();
-        let now = now_millis();
-        let mut client = self.committer.get().await?;
-        let tx = client.transaction().await?;
-        // Bounded waits: a lock held elsewhere (a stuck instance, a hand-run transaction) turns
-        // into a 503 Zoom retries, not into acks that hang past Zoom's 3 s timeout.
-        tx.batch_execute(APPEND_TIMEOUTS).await?;
-        let head: i64 = tx
-            .query_one("SELECT seq FROM log_head FOR UPDATE", &[])
-            .await?
-            .get(0);
-        let keys: Vec<String> = batch.iter().flat_map(NewEvent::dedupe_keys).collect();
-        let live: HashMap<String, KeyOwner> = tx
-            .query(
-                "SELECT key, event_id, seq FROM dedupe_keys WHERE key = ANY($1) AND expires_at > $2",
-                &[&keys, &now],
-            )
-            .await?
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    KeyOwner {
-                        event_id: r.get(1),
-                        seq: r.get(2),
-                    },
-                )
-            })
-            .collect();
-        let plan = plan_batch(&batch, head, live);
-        if !plan.inserts.is_empty() {
-            let mut columns = EventColumns::default();
-            for &(index, seq) in &plan.inserts {
-                columns.push(seq, &batch[index]);
-            }
-            let insert = tx.prepare_cached(INSERT_EVENTS).await?;
-            tx.execute(&insert, &columns.params()).await?;
-            // The notification is delivered at commit: other instances' stream sessions wake.
-            tx.execute(
-                "WITH head AS (UPDATE log_head SET seq = $1) SELECT pg_notify('zoomhook_log', '')",
-                &[&plan.new_head],
-            )
-            .await?;
-        }
-        if !plan.keys.is_empty() {
-            let key_names: Vec<&str> = plan.keys.iter().map(|(k, _)| k.as_str()).collect();
-            let owners: Vec<&str> = plan.keys.iter().map(|(_, o)| o.event_id.as_str()).collect();
-            let seqs: Vec<i64> = plan.keys.iter().map(|(_, o)| o.seq).collect();
-            let expires_at = now.saturating_add(dedupe_window_ms);
-            let upsert = tx.prepare_cached(UPSERT_KEYS).await?;
-            tx.execute(&upsert, &[&key_names, &owners, &seqs, &expires_at, &now])
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(plan.outcomes)
+        append::append_batch(&self.committer, batch, dedupe_window_ms).await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
