@@ -2,6 +2,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread starts: arenas are created per thread.
+    zoomhook::server::memory::limit_malloc_arenas();
     let cli = zoomhook::cli::Cli::parse();
     // Before the runtime starts its threads: a signal disposition is process-wide.
     zoomhook::cli::pipe::quiet_on_closed_pipe(&cli.command);

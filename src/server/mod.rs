@@ -7,7 +7,7 @@
 
 mod connection;
 mod listen;
-mod memory;
+pub mod memory;
 
 use std::future::Future;
 use std::ops::Deref;

@@ -273,6 +273,24 @@ pub fn rebuild_tail(state: &mut Connection, window_ms: i64) -> Result<DedupeTail
         r.get(0)
     })?;
     let mut cursor: i64 = state.query_row("SELECT seq FROM log_index", [], |r| r.get(0))?;
+    if cursor > head {
+        // A state database newer than its log (restored from backups taken in the wrong order):
+        // what it indexed past the head describes entries the log does not have.
+        tracing::warn!(
+            indexed = cursor,
+            head,
+            "the state database has indexed past the end of the log; dropping that part of the index"
+        );
+        relaxed(state, |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM event_index WHERE seq > ?1", [head])?;
+            tx.execute("DELETE FROM dedupe_keys WHERE seq > ?1", [head])?;
+            tx.execute("UPDATE log_index SET seq = ?1", [head])?;
+            tx.commit()?;
+            Ok(())
+        })?;
+        cursor = head;
+    }
     if head - cursor > REBUILD_IN_MEMORY_AT_MOST {
         tracing::info!(
             entries = head - cursor,

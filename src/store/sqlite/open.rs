@@ -82,6 +82,10 @@ pub(super) fn open_state_connection(
         "ATTACH DATABASE ?1 AS log",
         [format!("file:{}?mode=ro", uri_path(log))],
     )?;
+    // Readers are several and short-lived in what they touch; a small cache each (the writer
+    // raises its own). Any change by another connection empties a cache anyway (WAL mode).
+    conn.pragma_update(Some("main"), "cache_size", -READER_CACHE_KIB)?;
+    conn.pragma_update(Some("log"), "cache_size", -READER_CACHE_KIB)?;
     Ok(conn)
 }
 
@@ -160,6 +164,8 @@ pub(super) fn restrict_to_owner(_path: &Path) -> Result<(), StoreError> {
 /// Page cache of the state database's writer, in KiB: entity, delivery and index pages that
 /// sync, fan-out and the indexer rewrite again and again.
 const STATE_CACHE_KIB: i64 = 8 * 1024;
+/// Page cache of each reader connection per database, in KiB.
+const READER_CACHE_KIB: i64 = 1024;
 /// Page cache of the log's writer, in KiB: it only appends, so it touches the last pages of the
 /// table and of the id index; a large cache would only hold bodies it never reads again.
 const LOG_CACHE_KIB: i64 = 2 * 1024;
