@@ -331,16 +331,31 @@ async fn the_deliveries_list_answers_for_exactly_the_ids_asked(db: TestDb) {
     .await;
     assert_eq!(page["data"].as_array().map(Vec::len), Some(1), "{page}");
     assert_eq!(page["data"][0]["id"], ids[0].as_str());
+    // Too many, a NUL, odd Unicode, a very long id, none at all: a clear 4xx, nothing else.
     let too_many = vec!["msg_x"; 101].join(",");
-    let r = server
-        .http
-        .get(server.url(&format!(
-            "/api/v1/subscriptions/{sub}/deliveries?ids={too_many}"
-        )))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(r.status(), 400);
+    let long = "m".repeat(4_000);
+    for hostile in [
+        too_many.as_str(),
+        "msg_%00x",
+        "msg_%E2%80%AE",
+        long.as_str(),
+        ",",
+    ] {
+        let r = server
+            .http
+            .get(server.url(&format!(
+                "/api/v1/subscriptions/{sub}/deliveries?ids={hostile}"
+            )))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("GET");
+        assert!(
+            [400, 414, 431].contains(&r.status().as_u16()),
+            "{}: {}",
+            &hostile[..hostile.len().min(20)],
+            r.status()
+        );
+    }
     server.stop().await;
 }

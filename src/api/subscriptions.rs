@@ -231,9 +231,12 @@ async fn deliveries_by_id(
         .filter(|id| !id.is_empty())
         .map(str::to_owned)
         .collect();
-    if ids.is_empty() || ids.len() > MAX_DELIVERIES_BY_ID {
+    // Delivery ids are `msg_` + ULIDs: anything else (a NUL, a megabyte) cannot name one, and is
+    // refused here rather than handed to a store that may reject it less clearly.
+    let plausible = |id: &String| id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic());
+    if ids.is_empty() || ids.len() > MAX_DELIVERIES_BY_ID || !ids.iter().all(plausible) {
         return Err(HttpError::bad_request(format!(
-            "`ids` must name 1 to {MAX_DELIVERIES_BY_ID} delivery ids, comma-separated"
+            "`ids` must name 1 to {MAX_DELIVERIES_BY_ID} delivery ids (msg_…), comma-separated"
         )));
     }
     let data = state.store.deliveries_by_id(subscription_id, &ids).await?;
