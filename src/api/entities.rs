@@ -14,6 +14,7 @@ use crate::store::entities::{EntityQuery, MAX_ENTITY_PAGE};
 use crate::sync::doc::EntityDoc;
 use crate::sync::project::{self, EntityRow};
 use crate::sync::rules::Kind;
+use crate::sync::status::MeetingStatus;
 
 /// Query parameters shared by the entity lists.
 #[derive(Debug, Default, Deserialize)]
@@ -123,11 +124,26 @@ async fn one(state: &AppState, kind: Kind, key: &str) -> Result<EntityRow, HttpE
         })
 }
 
+/// A `status` filter for meetings or webinars must name one of their statuses: a typo would
+/// otherwise match nothing and look like "no such meetings".
+fn meeting_status_param(p: &ListParams) -> Result<(), HttpError> {
+    match p.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(status) if MeetingStatus::parse(status).is_none() => {
+            Err(HttpError::bad_request(format!(
+                "`status` must be one of {}",
+                MeetingStatus::NAMES.join(", ")
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `GET /api/v1/meetings`
 pub async fn meetings(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<EntityPage>, HttpError> {
+    meeting_status_param(&p)?;
     page(&s, query(Kind::Meeting, None, &p)?, view).await
 }
 
@@ -250,6 +266,7 @@ pub async fn webinars(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<EntityPage>, HttpError> {
+    meeting_status_param(&p)?;
     page(&s, query(Kind::Webinar, None, &p)?, view).await
 }
 

@@ -18,7 +18,9 @@ use crate::deliver::subscription::{self, SubscriptionInput};
 use crate::deliver::worker::{self, Deliverer};
 use crate::http_error::HttpError;
 use crate::server::AppState;
-use crate::store::deliveries::{Claimed, Delivery, DeliveryCounts, ReplayRange, Subscription};
+use crate::store::deliveries::{
+    Claimed, Delivery, DeliveryCounts, MAX_DELIVERIES_BY_ID, ReplayRange, Subscription,
+};
 
 /// Parses a JSON request body with an error that says what is wrong.
 pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
@@ -177,15 +179,22 @@ pub struct DeliveryParams {
     pub status: Option<String>,
     pub before_seq: Option<i64>,
     pub limit: Option<i64>,
+    /// Comma-separated delivery ids (at most [`MAX_DELIVERIES_BY_ID`]): exactly these, e.g. the
+    /// ones a replay queued, which is how `zoomhook replay` follows its own deliveries.
+    pub ids: Option<String>,
 }
 
-/// `GET /api/v1/subscriptions/{id}/deliveries` — newest event first; `before_seq` pages.
+/// `GET /api/v1/subscriptions/{id}/deliveries` — newest event first; `before_seq` pages; or the
+/// deliveries named by `ids`.
 pub async fn deliveries(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(p): Query<DeliveryParams>,
 ) -> Result<Json<Value>, HttpError> {
     find(&state, &id).await?;
+    if let Some(ids) = &p.ids {
+        return deliveries_by_id(&state, &id, ids).await;
+    }
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(HttpError::bad_request("`limit` must be between 1 and 1000"));
@@ -208,6 +217,30 @@ pub async fn deliveries(
         .then(|| data.last().map(|d| d.event_seq))
         .flatten();
     Ok(Json(json!({ "data": data, "next_cursor": next_cursor })))
+}
+
+/// The `ids=` form of the deliveries list: the subscription's deliveries among those named.
+async fn deliveries_by_id(
+    state: &AppState,
+    subscription_id: &str,
+    ids: &str,
+) -> Result<Json<Value>, HttpError> {
+    let ids: Vec<String> = ids
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect();
+    // Delivery ids are `msg_` + ULIDs: anything else (a NUL, a megabyte) cannot name one, and is
+    // refused here rather than handed to a store that may reject it less clearly.
+    let plausible = |id: &String| id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic());
+    if ids.is_empty() || ids.len() > MAX_DELIVERIES_BY_ID || !ids.iter().all(plausible) {
+        return Err(HttpError::bad_request(format!(
+            "`ids` must name 1 to {MAX_DELIVERIES_BY_ID} delivery ids (msg_…), comma-separated"
+        )));
+    }
+    let data = state.store.deliveries_by_id(subscription_id, &ids).await?;
+    Ok(Json(json!({ "data": data, "next_cursor": null })))
 }
 
 /// `GET /api/v1/deliveries/{id}` — with every attempt.
@@ -289,12 +322,16 @@ pub async fn replay(
     };
     let patterns =
         EventPattern::parse_list(&sub.events).map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let queued = state
+    let ids = state
         .store
-        .replay(&sub, &patterns, &range, now_millis())
+        .replay_ids(&sub, &patterns, &range, now_millis())
         .await?;
     state.deliveries_queued.notify_one();
-    Ok(Json(json!({ "subscription_id": sub.id, "queued": queued })))
+    // The ids let the caller follow exactly what this replay queued (`?ids=` on the deliveries
+    // list), not the subscription's running totals, which other events move too.
+    Ok(Json(
+        json!({ "subscription_id": sub.id, "queued": ids.len(), "deliveries": ids }),
+    ))
 }
 
 /// `POST /api/v1/subscriptions/{id}/test` — one signed test delivery, sent now, not queued;

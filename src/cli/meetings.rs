@@ -9,9 +9,7 @@ use super::ClientArgs;
 use super::client::{AdminClient, is_not_found, with_hint};
 use super::time_filter::{self, TimeFilter};
 use crate::api::entities::EntityPage;
-
-/// The states sync gives a meeting (`src/sync/rules.rs`, `project.rs`): what `--status` can match.
-const MEETING_STATUSES: [&str; 4] = ["scheduled", "deleted", "recovered", "permanently_deleted"];
+use crate::sync::status::MeetingStatus;
 
 #[derive(Debug, Subcommand)]
 pub enum MeetingsCommand {
@@ -20,8 +18,9 @@ pub enum MeetingsCommand {
         /// Host user id.
         #[arg(long)]
         host: Option<String>,
-        /// Only meetings in this state.
-        #[arg(long, value_parser = PossibleValuesParser::new(MEETING_STATUSES))]
+        /// Only meetings in this state (started: running now; a recurring series is scheduled
+        /// again once an occurrence ends).
+        #[arg(long, value_parser = PossibleValuesParser::new(MeetingStatus::NAMES))]
         status: Option<String>,
         /// Starting at or after: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
         #[arg(long, value_parser = time_filter::parse)]

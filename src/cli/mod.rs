@@ -13,6 +13,7 @@ pub mod listen;
 pub mod meetings;
 pub mod migrate;
 pub mod pipe;
+pub mod replay;
 pub mod send;
 pub mod serve;
 pub mod simulate;
@@ -159,7 +160,7 @@ pub enum Command {
     #[command(subcommand)]
     Deliveries(subs::DeliveriesCommand),
     /// Re-deliver a range of events (by seq, time or entity) to a subscription, with progress.
-    Replay(subs::ReplayArgs),
+    Replay(replay::ReplayArgs),
     /// Forward a running server's live events to a local app, signed as Zoom signs (local
     /// development); resumes where it stopped.
     Listen(listen::ListenArgs),
@@ -188,7 +189,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync(cmd) => sync::run(cmd).await,
         Command::Subs(cmd) => subs::run(cmd).await,
         Command::Deliveries(cmd) => subs::deliveries(cmd).await,
-        Command::Replay(args) => subs::replay(args).await,
+        Command::Replay(args) => replay::run(args).await,
         Command::Completions(args) => completions::run(args),
     }
 }

@@ -1,7 +1,5 @@
-//! `zoomhook subs …`, `zoomhook deliveries …` and `zoomhook replay` — outbound subscriptions of a
+//! `zoomhook subs …` and `zoomhook deliveries …` (`replay` is in `replay.rs`) — outbound subscriptions of a
 //! running server, over the admin API.
-
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::builder::PossibleValuesParser;
@@ -10,9 +8,8 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::ClientArgs;
-use super::client::{AdminClient, NotFoundHint, with_hint};
+use super::client::{AdminClient, NotFoundHint};
 use super::meetings::path_segment;
-use super::time_filter::{self, TimeFilter};
 
 #[derive(Debug, Subcommand)]
 pub enum SubsCommand {
@@ -426,104 +423,6 @@ async fn deliveries_of(cmd: DeliveriesCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `zoomhook replay`
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// Subscription id.
-    pub subscription: String,
-    /// Events after this seq.
-    #[arg(long)]
-    pub after_seq: Option<i64>,
-    /// Events up to this seq (inclusive).
-    #[arg(long)]
-    pub to_seq: Option<i64>,
-    /// Received at or after: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
-    #[arg(long, value_parser = time_filter::parse)]
-    pub since: Option<TimeFilter>,
-    /// Received before: RFC 3339, epoch ms, a date (2026-11-01: midnight UTC) or a duration ago (30m, 2h, 7d).
-    #[arg(long, value_parser = time_filter::parse)]
-    pub until: Option<TimeFilter>,
-    /// Only the events of one entity, e.g. a meeting id.
-    #[arg(long)]
-    pub entity: Option<String>,
-    /// Return at once instead of following the progress.
-    #[arg(long)]
-    pub no_wait: bool,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-/// Runs `zoomhook replay`: queues, then shows progress until the subscription's queue is empty.
-pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let api = AdminClient::new(&args.client)?;
-    let body = json!({
-        "after_seq": args.after_seq, "to_seq": args.to_seq,
-        "since": args.since.map(|t| t.to_string()),
-        "until": args.until.map(|t| t.to_string()), "entity": args.entity,
-    });
-    let body: Map<String, Value> = body
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, v)| !v.is_null())
-        .collect();
-    let sub_path = subscription_path(&args.subscription);
-    let answer = api
-        .send_json(
-            Method::POST,
-            &format!("{sub_path}/replay"),
-            Some(&Value::Object(body)),
-        )
-        .await
-        .hint_if_not_found(SUBSCRIPTION_HINT)?;
-    let queued = answer["queued"]
-        .as_i64()
-        .context("the server did not say how many were queued")?;
-    if queued == 0 {
-        return Err(with_hint(
-            anyhow::anyhow!(
-                "nothing to replay: no event in that range matches the subscription's events"
-            ),
-            "`zoomhook events list` with the same --since/--until/--entity shows what the range holds; \
-             `zoomhook subs show ID` shows the subscription's event patterns",
-        ));
-    }
-    println!("queued {queued} deliveries");
-    if args.no_wait {
-        return Ok(());
-    }
-    let started = std::time::Instant::now();
-    loop {
-        let sub = api.send_json(Method::GET, &sub_path, None).await?;
-        let d = &sub["deliveries"];
-        let open = d["pending"].as_i64().unwrap_or(0) + d["delivering"].as_i64().unwrap_or(0);
-        let done = (queued - open).max(0);
-        eprint!(
-            "\rdelivered {done}/{queued}  (failed so far {})  {:.0}s ",
-            text(&d["failed"]),
-            started.elapsed().as_secs_f64()
-        );
-        if open == 0 {
-            eprintln!();
-            println!(
-                "replay finished: {} succeeded, {} failed in all",
-                text(&d["succeeded"]),
-                text(&d["failed"])
-            );
-            return Ok(());
-        }
-        if sub["enabled"] == false {
-            eprintln!();
-            bail!(
-                "the subscription is disabled ({}); deliveries stay queued until it is enabled",
-                text(&sub["disabled_reason"])
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// The API path of one subscription.

@@ -90,6 +90,26 @@ pub enum BodyError {
 }
 
 impl BodyError {
+    /// A fixed label for the rejection log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BodyError::TooLarge { .. } => "too_large",
+            BodyError::Busy => "busy",
+            BodyError::TimedOut(_) => "body_timed_out",
+            BodyError::Broken(_) => "body_broken",
+        }
+    }
+
+    /// What went wrong, for the rejection log (limits and transport errors, never body bytes).
+    pub fn describe(&self) -> String {
+        match self {
+            BodyError::TooLarge { limit } => format!("body over {limit} bytes (max_body_bytes)"),
+            BodyError::Busy => "body budget spent (max_body_bytes_in_flight)".to_owned(),
+            BodyError::TimedOut(limit) => format!("body not received within {limit:?}"),
+            BodyError::Broken(detail) => format!("could not read the body: {detail}"),
+        }
+    }
+
     /// The answer: 413, 503 with `Retry-After`, 408 or 400.
     pub fn into_response(self, budget: &BodyBudget) -> Response {
         match self {

@@ -12,6 +12,7 @@
 
 pub mod bearer;
 pub mod body;
+pub mod rejections;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -86,6 +87,9 @@ struct Answer {
     outcome: &'static str,
     event: String,
     response: Response,
+    /// Why the request was refused (a fixed label and a message without secrets or body), for
+    /// the rejection log; `None` when it was not refused for what it sent.
+    refused: Option<(&'static str, String)>,
 }
 
 async fn receive(
@@ -97,24 +101,29 @@ async fn receive(
 ) -> Response {
     let started = Instant::now();
     let answer = match state.config.source(source_name) {
-        Some(source) if source.is_websocket() => Answer {
-            outcome: "unknown_source",
-            event: "unverified".into(),
-            response: HttpError::not_found(format!(
+        Some(source) if source.is_websocket() => rejected(
+            "unknown_source",
+            "websocket_source",
+            HttpError::not_found(format!(
                 "source `{source_name}` reads Zoom's WebSocket (kind = \"zoom_websocket\"); it does not receive webhooks"
-            ))
-            .into_response(),
-        },
+            )),
+        ),
         Some(source) => handle(state, source, peer, headers, body).await,
-        None => Answer {
-            outcome: "unknown_source",
-            event: "unverified".into(),
-            response: HttpError::not_found(format!(
-                "no source named `{source_name}` is configured"
-            ))
-            .into_response(),
-        },
+        None => rejected(
+            "unknown_source",
+            "unknown_source",
+            HttpError::not_found("no source of that name is configured"),
+        ),
     };
+    if let Some((reason, detail)) = &answer.refused {
+        state.rejections.record(rejections::Rejected {
+            source: source_name,
+            reason,
+            status: answer.response.status().as_u16(),
+            detail,
+            client: peer,
+        });
+    }
     let label_source = if state.config.source(source_name).is_some() {
         source_name
     } else {
@@ -129,19 +138,22 @@ async fn receive(
     answer.response
 }
 
-fn unauthorized(source: &SourceConfig, peer: SocketAddr, rejection: verify::Rejection) -> Answer {
-    tracing::warn!(source = %source.name, %peer, reason = rejection.reason(), "rejected webhook");
+fn unauthorized(rejection: verify::Rejection) -> Answer {
     rejected(
         "unauthorized",
+        rejection.reason(),
         HttpError::unauthorized(rejection.to_string()),
     )
 }
 
-fn rejected(outcome: &'static str, error: HttpError) -> Answer {
+/// A refusal of what the request sent: answered with `error`, logged with `reason`.
+fn rejected(outcome: &'static str, reason: &'static str, error: HttpError) -> Answer {
+    let detail = error.detail.clone();
     Answer {
         outcome,
         event: "unverified".into(),
         response: error.into_response(),
+        refused: Some((reason, detail)),
     }
 }
 
@@ -153,15 +165,15 @@ async fn handle(
     body: Body,
 ) -> Answer {
     if let Err(rejection) = verify::check_ip(source, peer.ip()) {
-        tracing::warn!(source = %source.name, %peer, reason = rejection.reason(), "rejected webhook");
         return rejected(
             "forbidden",
+            rejection.reason(),
             HttpError::new(StatusCode::FORBIDDEN, "forbidden", rejection.to_string()),
         );
     }
     let pending = match verify::verify_headers(source, headers) {
         Ok(pending) => pending,
-        Err(rejection) => return unauthorized(source, peer, rejection),
+        Err(rejection) => return unauthorized(rejection),
     };
     let config = &state.config;
     // The reservation lives until the answer: the body stays in memory until it is committed.
@@ -176,24 +188,32 @@ async fn handle(
     {
         Ok(read) => read,
         Err(error) => {
-            let outcome = match error {
-                body::BodyError::Busy => "overloaded",
-                _ => "bad_body",
+            // Too busy is our state, not the sender's fault: counted, not logged per request.
+            let (outcome, refused) = match &error {
+                body::BodyError::Busy => ("overloaded", None),
+                other => ("bad_body", Some((other.reason(), other.describe()))),
             };
             return Answer {
                 outcome,
                 event: "unverified".into(),
                 response: error.into_response(&state.body_budget),
+                refused,
             };
         }
     };
     let signed_with = match verify_body(pending, &body).await {
         Ok(secret) => secret,
-        Err(rejection) => return unauthorized(source, peer, rejection),
+        Err(rejection) => return unauthorized(rejection),
     };
     let envelope = match Envelope::parse(&body) {
         Ok(envelope) => envelope,
-        Err(e) => return rejected("bad_request", HttpError::bad_request(e.to_string())),
+        Err(e) => {
+            return rejected(
+                "bad_request",
+                envelope_reason(&e),
+                HttpError::bad_request(e.to_string()),
+            );
+        }
     };
     let event_label = metric_label(&envelope.event);
     let request_id = headers
@@ -233,6 +253,17 @@ async fn handle(
         outcome,
         event: event_label,
         response,
+        refused: None,
+    }
+}
+
+/// The rejection-log label of a body that is not a Zoom event.
+fn envelope_reason(error: &crate::zoom::envelope::EnvelopeError) -> &'static str {
+    use crate::zoom::envelope::EnvelopeError;
+    match error {
+        EnvelopeError::NotJson(_) => "not_json",
+        EnvelopeError::NotObject => "not_an_object",
+        EnvelopeError::MissingEvent => "no_event",
     }
 }
 
@@ -269,6 +300,7 @@ async fn answer_url_validation(
         m::record_url_validation(&source.name, "refused");
         return rejected(
             "unauthorized",
+            "unsigned_url_validation",
             HttpError::unauthorized(
                 "URL validation needs the source's webhook secret token to be configured",
             ),
@@ -278,6 +310,7 @@ async fn answer_url_validation(
         m::record_url_validation(&source.name, "refused");
         return rejected(
             "bad_request",
+            "no_plain_token",
             HttpError::bad_request("endpoint.url_validation without payload.plainToken"),
         );
     };
@@ -294,6 +327,7 @@ async fn answer_url_validation(
         event: URL_VALIDATION_EVENT.into(),
         response: Json(json!({"plainToken": plain_token, "encryptedToken": encrypted}))
             .into_response(),
+        refused: None,
     }
 }
 

@@ -8,6 +8,7 @@
 mod connection;
 mod listen;
 pub mod memory;
+pub mod summary;
 
 use std::future::Future;
 use std::ops::Deref;
@@ -60,6 +61,9 @@ pub struct Shared {
     pub sources: Arc<crate::source::board::Board>,
     /// The recent end of the log, shared by every stream session.
     pub stream_tail: Arc<crate::stream::tail::Tail>,
+    /// Refused webhooks, logged one by one up to a rate (a flood of forgeries is counted, not
+    /// written out line by line).
+    pub rejections: ingest::rejections::RejectionLog,
 }
 
 impl Deref for AppState {
@@ -171,6 +175,7 @@ async fn serve(
         leadership: crate::cluster::Leadership::new(instance_id),
         sources: Arc::new(crate::source::board::Board::default()),
         stream_tail,
+        rejections: ingest::rejections::RejectionLog::default(),
     }));
     let app = router(state.clone());
     tracing::info!(listen = %local, "zoomhook is listening; webhooks at /webhooks/zoom");
@@ -209,6 +214,7 @@ async fn serve(
     let mut delivery = start_delivery(&state, &stop_rx)?;
     delivery.extend(source::start(&state, &stop_rx));
     let upkeep = metrics::spawn(metrics_upkeep(state.metrics.clone()));
+    let summaries = metrics::spawn(summary::log_summaries(state.metrics.clone()));
     if let Some(started) = started {
         let _ = started.send(state.clone());
     }
@@ -233,6 +239,7 @@ async fn serve(
     purger.abort();
     follower.abort();
     upkeep.abort();
+    summaries.abort();
     if tokio::time::timeout(Duration::from_secs(30), committer)
         .await
         .is_err()

@@ -212,6 +212,18 @@ pub fn delivery_id(event_id: &str, subscription_id: &str) -> String {
     format!("msg_{}{}", tail(event_id), tail(subscription_id))
 }
 
+/// How many ids one [`DeliveryStore::deliveries_by_id`] takes (one query, bounded parameters).
+pub const MAX_DELIVERIES_BY_ID: usize = 100;
+
+/// The deliveries of `$1` (subscription) among the ids `$2 … $n+1`.
+pub(crate) fn deliveries_by_id_sql(count: usize) -> String {
+    let placeholders: Vec<String> = (0..count).map(|i| format!("${}", i + 2)).collect();
+    format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.subscription_id = $1 AND d.id IN ({})",
+        placeholders.join(", ")
+    )
+}
+
 /// The name of the fan-out reader's cursor.
 pub const FANOUT_READER: &str = "fanout";
 
@@ -267,7 +279,25 @@ pub trait DeliveryStore: Send + Sync + 'static {
         patterns: &[crate::core::pattern::EventPattern],
         range: &ReplayRange,
         now: i64,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, StoreError> {
+        Ok(self.replay_ids(sub, patterns, range, now).await?.len() as u64)
+    }
+    /// [`DeliveryStore::replay`], returning the ids of the deliveries it queued, so whoever asked
+    /// for the replay can follow exactly those (not the subscription's running totals).
+    async fn replay_ids(
+        &self,
+        sub: &Subscription,
+        patterns: &[crate::core::pattern::EventPattern],
+        range: &ReplayRange,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The deliveries of a subscription among `ids` (at most [`MAX_DELIVERIES_BY_ID`]), in no
+    /// particular order; ids that are not the subscription's are left out.
+    async fn deliveries_by_id(
+        &self,
+        subscription_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<Delivery>, StoreError>;
     async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
     /// Deletes up to `limit` finished (succeeded or failed) deliveries last updated before
@@ -439,7 +469,8 @@ pub(crate) fn replay_sql(
          FROM events e WHERE 1 = 1{filter}
          ON CONFLICT (subscription_id, event_seq) DO UPDATE
            SET status = 'pending', schedule_base = deliveries.attempts, next_attempt_at = excluded.next_attempt_at, locked_until = NULL, updated_at = excluded.updated_at
-           WHERE deliveries.status <> 'delivering'"
+           WHERE deliveries.status <> 'delivering'
+         RETURNING id"
     );
     (sql, params)
 }

@@ -11,6 +11,7 @@
 pub mod doc;
 pub mod project;
 pub mod rules;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::doc::{EntityDoc, MarkKind};
 use super::rules::Kind;
+use super::status::{self, MeetingStatus};
 use crate::core::clock::parse_time;
 
 /// The projected row of one entity, as stored in `sync_entities`.
@@ -121,9 +122,11 @@ pub fn project(kind: Kind, key: &str, parent: Option<&str>, doc: &EntityDoc) -> 
     };
     match kind {
         Kind::Meeting | Kind::Webinar => {
-            if doc.tombstone.is_some() {
-                row.status = Some("permanently_deleted".into());
-            }
+            row.status = if doc.tombstone.is_some() {
+                Some(MeetingStatus::PermanentlyDeleted.as_str().into())
+            } else {
+                status::shown(doc)
+            };
         }
         Kind::Instance => {
             row.end_at = time("end_time");

@@ -11,7 +11,7 @@
 //! | `meeting.updated` | meeting | only the fields in `object` (nested leaves) |
 //! | `meeting.deleted` / `.recovered` | meeting | status `deleted` / `recovered` |
 //! | `meeting.permanently_deleted` | meeting | tombstone |
-//! | `meeting.started` / `.ended` | instance (uuid), meeting | start / end time; topic, host |
+//! | `meeting.started` / `.ended` | instance (uuid), meeting | start / end time; topic, host; the meeting's status `started` / `ended` and `last_instance` |
 //! | `meeting.participant_joined` / `_left` | participant (per instance and person), instance, meeting | a join / leave mark; identity fields |
 //! | `recording.completed` / `.trashed` / `.recovered` | recording (per instance) | files, sizes, status |
 //! | `recording.deleted` | recording | tombstone |
@@ -22,6 +22,7 @@
 use serde_json::{Value, json};
 
 use super::doc::{EntityDoc, Mark, MarkKind, Version};
+use super::status::MeetingStatus;
 use crate::core::clock::parse_time;
 use crate::core::storable;
 use crate::zoom::envelope::normalised_id;
@@ -186,11 +187,11 @@ impl Changes {
             "created" => {
                 // `uuid` names the first occurrence, not the meeting; instances carry their own.
                 doc.set_object(object, &["id", "uuid"], version);
-                doc.set("status", json!("scheduled"), version);
+                doc.set("status", status(MeetingStatus::Scheduled), version);
             }
             "updated" => doc.set_object(object, &["id", "uuid"], version),
-            "deleted" => doc.set("status", json!("deleted"), version),
-            "recovered" => doc.set("status", json!("recovered"), version),
+            "deleted" => doc.set("status", status(MeetingStatus::Deleted), version),
+            "recovered" => doc.set("status", status(MeetingStatus::Recovered), version),
             _ => doc.tombstone = Some(version),
         }
     }
@@ -204,6 +205,7 @@ impl Changes {
             return;
         };
         self.parent_fields(parent_kind, &id, object);
+        self.parent_live_status(parent_kind, &id, &uuid, action, object);
         let doc = self.push(Kind::Instance, uuid.clone(), Some(id.clone()));
         instance_identity(doc, &uuid, &id, parent_kind, object, version);
         match action {
@@ -218,6 +220,39 @@ impl Changes {
                 }
             }
         }
+    }
+
+    /// What an occurrence starting or ending says about its meeting: `started` / `ended` in the
+    /// same last-writer-wins `status` field the schedule events write (so the latest event of
+    /// either kind is what the meeting is now, whatever order they arrive in), and which
+    /// occurrence that was. A start clears `last_instance.end_time` at its own version, so the
+    /// end of an earlier occurrence never sticks to a later one.
+    fn parent_live_status(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        uuid: &str,
+        action: &str,
+        object: &Value,
+    ) {
+        let version = self.version;
+        let started = action == "started";
+        let doc = self.push(kind, id.to_owned(), None);
+        let live = if started {
+            MeetingStatus::Started
+        } else {
+            MeetingStatus::Ended
+        };
+        doc.set("status", status(live), version);
+        doc.set("last_instance.uuid", json!(uuid), version);
+        if let Some(start) = object.get("start_time").filter(|v| !v.is_null()) {
+            doc.set("last_instance.start_time", start.clone(), version);
+        }
+        let end = match object.get("end_time").filter(|v| !v.is_null()) {
+            Some(end) if !started => end.clone(),
+            _ => Value::Null,
+        };
+        doc.set("last_instance.end_time", end, version);
     }
 
     /// Topic, host and type of the meeting or webinar an occurrence belongs to.
@@ -366,6 +401,10 @@ impl Changes {
         };
         doc.set("status", json!(status), version);
     }
+}
+
+fn status(status: MeetingStatus) -> Value {
+    json!(status.as_str())
 }
 
 fn instance_identity(

@@ -415,18 +415,37 @@ impl DeliveryStore for PgStore {
         Ok(client.execute(RETRY_DELIVERY, &[&id, &now]).await? > 0)
     }
 
-    async fn replay(
+    async fn replay_ids(
         &self,
         sub: &Subscription,
         patterns: &[crate::core::pattern::EventPattern],
         range: &ReplayRange,
         now: i64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let (sql, params) = replay_sql(&sub.id, now, patterns, range);
         let values = super::boxed(params);
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
         let client = self.pool.get().await?;
-        Ok(client.execute(&sql, &refs).await?)
+        let rows = client.query(&sql, &refs).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn deliveries_by_id(
+        &self,
+        subscription_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let ids = &ids[..ids.len().min(MAX_DELIVERIES_BY_ID)];
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut refs: Vec<&(dyn ToSql + Sync)> = vec![&subscription_id];
+        refs.extend(ids.iter().map(|id| id as &(dyn ToSql + Sync)));
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(&deliveries_by_id_sql(ids.len()), &refs)
+            .await?;
+        Ok(rows.iter().map(row_to_delivery).collect())
     }
 
     async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError> {

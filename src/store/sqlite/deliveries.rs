@@ -388,16 +388,39 @@ impl DeliveryStore for SqliteStore {
             .await
     }
 
-    async fn replay(
+    async fn replay_ids(
         &self,
         sub: &Subscription,
         patterns: &[crate::core::pattern::EventPattern],
         range: &ReplayRange,
         now: i64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let (sql, params) = replay_sql(&sub.id, now, patterns, range);
-        self.with_writer(move |conn| Ok(conn.execute(&q(&sql), super::sql_values(params))? as u64))
-            .await
+        self.with_writer(move |conn| {
+            let mut stmt = conn.prepare(&q(&sql))?;
+            let ids = stmt.query_map(super::sql_values(params), |r| r.get::<_, String>(0))?;
+            Ok(ids.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn deliveries_by_id(
+        &self,
+        subscription_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let ids: Vec<String> = ids.iter().take(MAX_DELIVERIES_BY_ID).cloned().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let subscription_id = subscription_id.to_owned();
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&q(&deliveries_by_id_sql(ids.len())))?;
+            let values = std::iter::once(subscription_id).chain(ids);
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), row_to_delivery)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 
     async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError> {
