@@ -23,6 +23,9 @@ both_backends!(
     replay_requeues_finished_deliveries_and_leaves_ones_being_sent,
     fan_out_enqueue_is_compare_and_set_on_its_cursor,
     dedupe_key_purge_removes_only_expired_keys,
+    settle_and_claim_refills_the_slots_its_outcomes_free,
+    settle_and_claim_keeps_entity_order_and_the_failure_clock,
+    event_heads_are_the_log_in_seq_order_without_bodies,
 );
 
 /// A claim of up to 10 deliveries at `now`, leased for a second.
@@ -535,5 +538,236 @@ async fn dedupe_key_purge_removes_only_expired_keys(db: TestDb) {
     assert!(
         matches!(out[0], AppendOutcome::Duplicate { seq: 2, .. }),
         "live keys survive the purge: {out:?}"
+    );
+}
+
+/// One claim request at `now` for `sub`, leased for a second.
+fn request(
+    sub: &Subscription,
+    entity_order: bool,
+    max_in_flight: i64,
+    now: i64,
+) -> ClaimRequest<'_> {
+    ClaimRequest {
+        subscription_id: &sub.id,
+        entity_order,
+        limit: 10,
+        max_in_flight,
+        rate_limit: None,
+        now,
+        lease_until: now + 1_000,
+    }
+}
+
+/// The workers' steady state: recording outcomes and claiming in one transaction. The claim sees
+/// the outcomes, so a full subscription gets exactly the slots they free, and the recorded
+/// deliveries are not claimed again.
+async fn settle_and_claim_refills_the_slots_its_outcomes_free(db: TestDb) {
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    let events = (0..5).map(|i| meeting_event(i, i)).collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let first = store.claim(&request(&sub, false, 2, t)).await.unwrap();
+    assert_eq!(first.len(), 2);
+
+    // Full: without outcomes nothing more is claimed.
+    let none = store
+        .settle_and_claim(Vec::new(), &[request(&sub, false, 2, t + 1)], t + 1)
+        .await
+        .unwrap();
+    assert_eq!(none.len(), 1, "one answer per request");
+    assert!(none[0].is_empty(), "max_in_flight holds: {none:?}");
+
+    // One outcome frees one slot in the same transaction.
+    let done = vec![outcome(&sub, &first[0], t, Next::Succeeded, 200)];
+    let next = store
+        .settle_and_claim(done, &[request(&sub, false, 2, t + 2)], t + 2)
+        .await
+        .unwrap();
+    assert_eq!(next[0].len(), 1, "the freed slot is refilled at once");
+    let (recorded, attempts) = store
+        .get_delivery(&first[0].delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recorded.status, "succeeded");
+    assert_eq!(attempts.len(), 1);
+    let claimed_ids: Vec<&str> = first
+        .iter()
+        .chain(&next[0])
+        .map(|c| c.delivery.id.as_str())
+        .collect();
+    let mut unique = claimed_ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        3,
+        "no delivery claimed twice: {claimed_ids:?}"
+    );
+    assert!(
+        !next[0][0].body.is_empty(),
+        "a claim carries the body it sends"
+    );
+
+    // Both outcomes at once free both slots; two requests get one answer each, in order.
+    let done = vec![
+        outcome(&sub, &first[1], t, Next::Succeeded, 200),
+        outcome(&sub, &next[0][0], t + 2, Next::Succeeded, 200),
+    ];
+    let other = stored_subscription(store.as_ref()).await;
+    let last = store
+        .settle_and_claim(
+            done,
+            &[
+                request(&sub, false, 2, t + 3),
+                request(&other, false, 2, t + 3),
+            ],
+            t + 3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 2);
+    assert_eq!(last[0].len(), 2, "the two left");
+    assert!(
+        last[1].is_empty(),
+        "the other subscription was created after these events"
+    );
+    let counts = store.delivery_counts(&sub.id).await.unwrap();
+    assert_eq!((counts.succeeded, counts.delivering), (3, 2));
+}
+
+/// With entity ordering, the next delivery of an entity is claimable in the very transaction that
+/// records the previous one; and batching the outcomes leaves the failure clock as recording them
+/// one by one would: a success after a failure stops it, a failure after a success restarts it.
+async fn settle_and_claim_keeps_entity_order_and_the_failure_clock(db: TestDb) {
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    // Meeting 7 three times, meeting 8 once.
+    let events = vec![
+        meeting_event(7, 0),
+        meeting_event(7, 1),
+        meeting_event(8, 2),
+        meeting_event(7, 3),
+    ];
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let first = store.claim(&request(&sub, true, 10, t)).await.unwrap();
+    assert_eq!(meetings(&first), vec!["7", "8"], "one per entity");
+    let seven = first
+        .iter()
+        .find(|c| c.delivery.entity.as_deref() == Some("7"))
+        .unwrap();
+    let eight = first
+        .iter()
+        .find(|c| c.delivery.entity.as_deref() == Some("8"))
+        .unwrap();
+
+    // Meeting 8 fails (retry later), then meeting 7 succeeds, in one batch: the clock stops.
+    let done = vec![
+        outcome(&sub, eight, t, Next::Retry(t + 60_000), 500),
+        outcome(&sub, seven, t, Next::Succeeded, 200),
+    ];
+    let next = store
+        .settle_and_claim(done, &[request(&sub, true, 10, t + 1)], t + 1)
+        .await
+        .unwrap();
+    assert_eq!(meetings(&next[0]), vec!["7"], "7's next event, at once");
+    assert!(next[0][0].delivery.event_seq > seven.delivery.event_seq);
+    let clock = store
+        .get_subscription(&sub.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .failing_since;
+    assert_eq!(clock, None, "the last outcome succeeded: {clock:?}");
+
+    // Success then failure: the clock runs, from this batch.
+    let eight_again = store
+        .claim(&request(&sub, true, 10, t + 61_000))
+        .await
+        .unwrap();
+    let eight_again: Vec<_> = eight_again
+        .into_iter()
+        .filter(|c| c.delivery.entity.as_deref() == Some("8"))
+        .collect();
+    assert_eq!(eight_again.len(), 1, "8 is due again after its retry time");
+    let done = vec![
+        outcome(&sub, &next[0][0], t + 1, Next::Succeeded, 200),
+        Completion {
+            lease_until: t + 61_000 + 1_000,
+            ..outcome(
+                &sub,
+                &eight_again[0],
+                t + 61_000,
+                Next::Retry(t + 999_999),
+                503,
+            )
+        },
+    ];
+    store.settle_and_claim(done, &[], t + 61_001).await.unwrap();
+    let clock = store
+        .get_subscription(&sub.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .failing_since;
+    assert_eq!(
+        clock,
+        Some(t + 61_001),
+        "failing since the failure of this batch"
+    );
+}
+
+/// Fan-out reads the log without bodies: every entry after the cursor, in seq order, with the
+/// entity its deliveries are ordered by (the object id, else the uuid).
+async fn event_heads_are_the_log_in_seq_order_without_bodies(db: TestDb) {
+    let store = db.open_store().await;
+    let uuid_only = new_event(
+        br#"{"event":"recording.completed","event_ts":1700000000999,"payload":{"account_id":"A","object":{"uuid":"u-1=="}}}"#,
+        None,
+        7,
+    );
+    let no_object = new_event(
+        br#"{"event":"app.ping","event_ts":1700000001000,"payload":{}}"#,
+        None,
+        8,
+    );
+    store
+        .append_batch(vec![meeting_event(5, 0), uuid_only, no_object], WEEK_MS)
+        .await
+        .unwrap();
+    let all = store.event_heads_after(0, 10).await.unwrap();
+    let log = store
+        .list_events(&zoomhook::store::EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    for (head, event) in all.iter().zip(&log) {
+        assert_eq!(
+            (head.seq, &head.id, &head.event, head.received_at),
+            (event.seq, &event.id, &event.event, event.received_at)
+        );
+    }
+    let entities: Vec<Option<&str>> = all.iter().map(|h| h.entity.as_deref()).collect();
+    assert_eq!(entities, vec![Some("5"), Some("u-1=="), None]);
+    let after_first = store.event_heads_after(all[0].seq, 1).await.unwrap();
+    assert_eq!(
+        after_first,
+        vec![all[1].clone()],
+        "after a seq, at most the limit"
+    );
+    assert!(
+        store
+            .event_heads_after(all[2].seq, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -141,6 +141,21 @@ pub struct Claimed {
     pub body: Vec<u8>,
 }
 
+/// What fan-out needs of a log entry: no body (it is read once, by the claim that sends it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHead {
+    pub seq: i64,
+    pub id: String,
+    pub event: String,
+    /// The ordering key of its deliveries: the object id, else the object uuid.
+    pub entity: Option<String>,
+    pub received_at: i64,
+}
+
+/// The columns of `events` read into [`EventHead`], in field order.
+pub(crate) const EVENT_HEAD_COLUMNS: &str =
+    "seq, id, event, COALESCE(object_id, object_uuid), received_at";
+
 /// One recorded attempt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {
@@ -174,6 +189,60 @@ pub struct Completion {
     pub next: Next,
     /// Disable the subscription with this reason (410 Gone).
     pub disable: Option<String>,
+}
+
+/// The subscriptions' failure clocks (`failing_since`) touched by a batch of outcomes: one or two
+/// statements per subscription instead of one per outcome, leaving each clock exactly as running
+/// [`SUBSCRIPTION_SUCCEEDED`] / [`SUBSCRIPTION_FAILED`] per outcome, in order, would (a success
+/// stops the clock; a failure starts it unless it runs). So after the batch the clock is stopped if
+/// the last outcome succeeded; else it runs since now if any outcome of the batch succeeded, and
+/// otherwise it keeps running since when it started (or starts now).
+#[derive(Debug, Default)]
+pub(crate) struct FailureClocks {
+    /// Per subscription, in first-seen order: (id, any success, last outcome succeeded).
+    subscriptions: Vec<(String, bool, bool)>,
+}
+
+/// One statement on a subscription's failure clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClockStep {
+    /// [`SUBSCRIPTION_SUCCEEDED`].
+    Stop,
+    /// [`SUBSCRIPTION_FAILED`].
+    Start,
+}
+
+impl FailureClocks {
+    /// Notes an outcome recorded for `subscription_id`.
+    pub(crate) fn record(&mut self, subscription_id: &str, succeeded: bool) {
+        match self
+            .subscriptions
+            .iter_mut()
+            .find(|(id, _, _)| id == subscription_id)
+        {
+            Some(entry) => {
+                entry.1 |= succeeded;
+                entry.2 = succeeded;
+            }
+            None => self
+                .subscriptions
+                .push((subscription_id.to_owned(), succeeded, succeeded)),
+        }
+    }
+
+    /// The statements to run, in order.
+    pub(crate) fn steps(&self) -> Vec<(&str, ClockStep)> {
+        let mut steps = Vec::with_capacity(self.subscriptions.len());
+        for (id, any_success, last_succeeded) in &self.subscriptions {
+            if *any_success {
+                steps.push((id.as_str(), ClockStep::Stop));
+            }
+            if !*last_succeeded {
+                steps.push((id.as_str(), ClockStep::Start));
+            }
+        }
+        steps
+    }
 }
 
 /// Which events a replay re-queues (all given bounds apply).
@@ -258,6 +327,26 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
     /// Records attempts and their consequences in one transaction.
     async fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<(), StoreError>;
+
+    /// [`DeliveryStore::complete`] and then [`DeliveryStore::claim`] for each of `claims`, in
+    /// **one** transaction: the workers' steady state, where the slots an outcome frees are
+    /// refilled at once. The claims see the outcomes (a finished delivery no longer counts as
+    /// in flight, and the next delivery of its entity becomes due). Returns the claimed
+    /// deliveries per request, in request order. On error nothing is written.
+    async fn settle_and_claim(
+        &self,
+        completions: Vec<Completion>,
+        claims: &[ClaimRequest<'_>],
+        now: i64,
+    ) -> Result<Vec<Vec<Claimed>>, StoreError>;
+
+    /// Up to `limit` log entries after `after_seq`, in seq order, without their bodies (what
+    /// fan-out reads). Sees the log as [`crate::store::EventStore::list_events`] does.
+    async fn event_heads_after(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventHead>, StoreError>;
 
     /// A subscription's deliveries, newest event first, optionally by status; `before_seq` pages.
     async fn list_deliveries(
@@ -473,4 +562,63 @@ pub(crate) fn replay_sql(
          RETURNING id"
     );
     (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The failure clock as the per-outcome statements leave it: `None` stopped, `Some(t)` since t.
+    fn per_outcome(mut clock: Option<i64>, outcomes: &[bool], now: i64) -> Option<i64> {
+        for &succeeded in outcomes {
+            if succeeded {
+                clock = None;
+            } else if clock.is_none() {
+                clock = Some(now);
+            }
+        }
+        clock
+    }
+
+    fn batched(mut clock: Option<i64>, outcomes: &[bool], now: i64) -> Option<i64> {
+        let mut clocks = FailureClocks::default();
+        for &succeeded in outcomes {
+            clocks.record("sub_1", succeeded);
+        }
+        for (_, step) in clocks.steps() {
+            match step {
+                ClockStep::Stop => clock = None,
+                ClockStep::Start => clock = clock.or(Some(now)),
+            }
+        }
+        clock
+    }
+
+    #[test]
+    fn batched_failure_clock_updates_equal_one_statement_per_outcome() {
+        for len in 0..=6u32 {
+            for bits in 0..(1u32 << len) {
+                let outcomes: Vec<bool> = (0..len).map(|i| bits & (1 << i) != 0).collect();
+                for start in [None, Some(5)] {
+                    assert_eq!(
+                        batched(start, &outcomes, 100),
+                        per_outcome(start, &outcomes, 100),
+                        "outcomes {outcomes:?} from {start:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn failure_clocks_keep_subscriptions_apart() {
+        let mut clocks = FailureClocks::default();
+        clocks.record("sub_a", false);
+        clocks.record("sub_b", true);
+        clocks.record("sub_a", false);
+        assert_eq!(
+            clocks.steps(),
+            vec![("sub_a", ClockStep::Start), ("sub_b", ClockStep::Stop)]
+        );
+    }
 }

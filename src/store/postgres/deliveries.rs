@@ -107,6 +107,198 @@ impl SubscriptionParams {
 /// keep `synchronous_commit = on`.
 pub(crate) const RELAXED_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 
+/// One claim inside a transaction (see [`DeliveryStore::claim`]).
+async fn claim_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    request: &ClaimRequest<'_>,
+) -> Result<Vec<Claimed>, StoreError> {
+    let ClaimRequest {
+        subscription_id,
+        entity_order,
+        now,
+        lease_until,
+        ..
+    } = *request;
+    // One claim per subscription at a time across every instance, so the in-flight count cannot
+    // be read by two claims that then both fill it. Never waits: if another instance is claiming
+    // for this subscription (or hangs doing so), try again on the next pass. Held to the end of
+    // the transaction.
+    let locked: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&subscription_id],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(Vec::new());
+    }
+    let in_flight: i64 = tx
+        .query_one(IN_FLIGHT, &[&subscription_id, &now])
+        .await?
+        .get(0);
+    let mut limit = request.limit.min(request.max_in_flight - in_flight);
+    let bucket = match request.rate_limit {
+        Some(rate) => {
+            let stored = tx
+                .query_opt(READ_BUCKET, &[&subscription_id])
+                .await?
+                .map(|r| (r.get::<_, f64>(0), r.get::<_, i64>(1)));
+            let tokens = refill_bucket(stored, rate, now);
+            limit = limit.min(tokens.floor() as i64);
+            Some(tokens)
+        }
+        None => None,
+    };
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let order = i64::from(entity_order);
+    let ids: Vec<String> = tx
+        .query(
+            &claim_candidates_sql(true),
+            &[&subscription_id, &now, &order, &limit],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = tx
+        .query(
+            &format!(
+                "WITH marked AS (
+                    UPDATE deliveries SET status = 'delivering', locked_until = $2, updated_at = $3
+                    WHERE id = ANY($1) RETURNING *)
+                 SELECT {DELIVERY_COLUMNS}, e.event_ts, e.body
+                 FROM marked d JOIN events e ON e.seq = d.event_seq
+                 ORDER BY d.event_seq"
+            ),
+            &[&ids, &lease_until, &now],
+        )
+        .await?;
+    if let Some(tokens) = bucket {
+        let left = tokens - rows.len() as f64;
+        tx.execute(WRITE_BUCKET, &[&subscription_id, &left, &now])
+            .await?;
+    }
+    Ok(rows
+        .iter()
+        .map(|r| Claimed {
+            delivery: row_to_delivery(r),
+            event_ts: r.get(14),
+            body: r.get(15),
+        })
+        .collect())
+}
+
+/// Records outcomes inside a transaction (see [`DeliveryStore::complete`]): one statement
+/// finishes every delivery still held under its lease, one records their attempts, whatever the
+/// size of the batch.
+async fn complete_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    completions: &[Completion],
+    now: i64,
+) -> Result<(), StoreError> {
+    if completions.is_empty() {
+        return Ok(());
+    }
+    let n = completions.len();
+    let (mut ids, mut statuses, mut attempts, mut next_at) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut codes, mut errors, mut leases) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for c in completions {
+        let (status, at) = match c.next {
+            Next::Succeeded => ("succeeded", now),
+            Next::Retry(at) => ("pending", at),
+            Next::Failed => ("failed", now),
+        };
+        ids.push(c.attempt.delivery_id.as_str());
+        statuses.push(status);
+        attempts.push(c.attempt.attempt);
+        next_at.push(at);
+        codes.push(c.attempt.status_code);
+        errors.push(c.attempt.error.as_deref());
+        leases.push(c.lease_until);
+    }
+    // Only deliveries still held under the lease the attempt was made with: one re-claimed after
+    // its lease ran out belongs to the newer attempt, which owns the outcome and its attempt
+    // number, so a stale outcome records nothing at all.
+    let held: std::collections::HashSet<(String, i64)> = tx
+        .query(
+            FINISH_DELIVERIES,
+            &[
+                &ids, &statuses, &attempts, &next_at, &codes, &errors, &leases, &now,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let recorded: Vec<&Completion> = completions
+        .iter()
+        .filter(|c| held.contains(&(c.attempt.delivery_id.clone(), c.lease_until)))
+        .collect();
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let a: Vec<&Attempt> = recorded.iter().map(|c| &c.attempt).collect();
+    let ids: Vec<&str> = a.iter().map(|a| a.delivery_id.as_str()).collect();
+    let numbers: Vec<i64> = a.iter().map(|a| a.attempt).collect();
+    let started: Vec<i64> = a.iter().map(|a| a.started_at).collect();
+    let durations: Vec<i64> = a.iter().map(|a| a.duration_ms).collect();
+    let codes: Vec<Option<i64>> = a.iter().map(|a| a.status_code).collect();
+    let excerpts: Vec<Option<&str>> = a.iter().map(|a| a.response_excerpt.as_deref()).collect();
+    let errors: Vec<Option<&str>> = a.iter().map(|a| a.error.as_deref()).collect();
+    tx.execute(
+        INSERT_ATTEMPTS,
+        &[
+            &ids, &numbers, &started, &durations, &codes, &excerpts, &errors,
+        ],
+    )
+    .await?;
+    let mut clocks = FailureClocks::default();
+    for c in &recorded {
+        clocks.record(&c.subscription_id, c.next == Next::Succeeded);
+        if let Some(reason) = &c.disable {
+            tx.execute(DISABLE_SUBSCRIPTION, &[&c.subscription_id, reason, &now])
+                .await?;
+        }
+    }
+    for (sub, step) in clocks.steps() {
+        match step {
+            ClockStep::Stop => tx.execute(SUBSCRIPTION_SUCCEEDED, &[&sub]).await?,
+            ClockStep::Start => tx.execute(SUBSCRIPTION_FAILED, &[&sub, &now]).await?,
+        };
+    }
+    Ok(())
+}
+
+/// [`FINISH_DELIVERY`] for many outcomes at once (arrays in the order of its parameters, `$8`
+/// now); returns the id and lease of each delivery finished.
+const FINISH_DELIVERIES: &str = "UPDATE deliveries d
+    SET status = o.status, attempts = o.attempt, next_attempt_at = o.next_at, locked_until = NULL,
+        last_status = o.code, last_error = o.error, updated_at = $8
+    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[])
+         AS o(id, status, attempt, next_at, code, error, lease)
+    WHERE d.id = o.id AND d.status = 'delivering' AND d.locked_until = o.lease
+    RETURNING d.id, o.lease";
+
+/// [`INSERT_ATTEMPT`] for many attempts at once (arrays in the order of its parameters).
+const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, response_excerpt, error)
+    SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
+    ON CONFLICT (delivery_id, attempt) DO NOTHING";
+
 #[async_trait]
 impl DeliveryStore for PgStore {
     async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
@@ -216,152 +408,65 @@ impl DeliveryStore for PgStore {
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
-        let ClaimRequest {
-            subscription_id,
-            entity_order,
-            now,
-            lease_until,
-            ..
-        } = *request;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(RELAXED_COMMIT).await?;
-        // One claim per subscription at a time across every instance, so the in-flight count
-        // cannot be read by two claims that then both fill it. Never waits: if another instance
-        // is claiming for this subscription (or hangs doing so), try again on the next pass.
-        let locked: bool = tx
-            .query_one(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&subscription_id],
-            )
-            .await?
-            .get(0);
-        if !locked {
-            return Ok(Vec::new());
-        }
-        let in_flight: i64 = tx
-            .query_one(IN_FLIGHT, &[&subscription_id, &now])
-            .await?
-            .get(0);
-        let mut limit = request.limit.min(request.max_in_flight - in_flight);
-        let bucket = match request.rate_limit {
-            Some(rate) => {
-                let stored = tx
-                    .query_opt(READ_BUCKET, &[&subscription_id])
-                    .await?
-                    .map(|r| (r.get::<_, f64>(0), r.get::<_, i64>(1)));
-                let tokens = refill_bucket(stored, rate, now);
-                limit = limit.min(tokens.floor() as i64);
-                Some(tokens)
-            }
-            None => None,
-        };
-        if limit <= 0 {
-            return Ok(Vec::new());
-        }
-        let order = i64::from(entity_order);
-        let ids: Vec<String> = tx
-            .query(
-                &claim_candidates_sql(true),
-                &[&subscription_id, &now, &order, &limit],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = tx
-            .query(
-                &format!(
-                    "WITH marked AS (
-                        UPDATE deliveries SET status = 'delivering', locked_until = $2, updated_at = $3
-                        WHERE id = ANY($1) RETURNING *)
-                     SELECT {DELIVERY_COLUMNS}, e.event_ts, e.body
-                     FROM marked d JOIN events e ON e.seq = d.event_seq
-                     ORDER BY d.event_seq"
-                ),
-                &[&ids, &lease_until, &now],
-            )
-            .await?;
-        if let Some(tokens) = bucket {
-            let left = tokens - rows.len() as f64;
-            tx.execute(WRITE_BUCKET, &[&subscription_id, &left, &now])
-                .await?;
-        }
+        let claimed = claim_in(&tx, request).await?;
         tx.commit().await?;
-        Ok(rows
-            .iter()
-            .map(|r| Claimed {
-                delivery: row_to_delivery(r),
-                event_ts: r.get(14),
-                body: r.get(15),
-            })
-            .collect())
+        Ok(claimed)
     }
 
     async fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(RELAXED_COMMIT).await?;
-        let attempt = tx.prepare_cached(INSERT_ATTEMPT).await?;
-        let finish = tx.prepare_cached(FINISH_DELIVERY).await?;
-        let ok = tx.prepare_cached(SUBSCRIPTION_SUCCEEDED).await?;
-        let failed = tx.prepare_cached(SUBSCRIPTION_FAILED).await?;
-        let disable = tx.prepare_cached(DISABLE_SUBSCRIPTION).await?;
-        for c in &completions {
-            let a = &c.attempt;
-            let (status, next_at) = match c.next {
-                Next::Succeeded => ("succeeded", now),
-                Next::Retry(at) => ("pending", at),
-                Next::Failed => ("failed", now),
-            };
-            let held = tx
-                .execute(
-                    &finish,
-                    &[
-                        &a.delivery_id,
-                        &status,
-                        &a.attempt,
-                        &next_at,
-                        &a.status_code,
-                        &a.error,
-                        &now,
-                        &c.lease_until,
-                    ],
-                )
-                .await?;
-            if held == 0 {
-                // Re-claimed after the lease ran out: the newer attempt owns the outcome and its
-                // attempt number, so this one records nothing at all.
-                continue;
-            }
-            tx.execute(
-                &attempt,
-                &[
-                    &a.delivery_id,
-                    &a.attempt,
-                    &a.started_at,
-                    &a.duration_ms,
-                    &a.status_code,
-                    &a.response_excerpt,
-                    &a.error,
-                ],
-            )
-            .await?;
-            if c.next == Next::Succeeded {
-                tx.execute(&ok, &[&c.subscription_id]).await?;
-            } else {
-                tx.execute(&failed, &[&c.subscription_id, &now]).await?;
-            }
-            if let Some(reason) = &c.disable {
-                tx.execute(&disable, &[&c.subscription_id, reason, &now])
-                    .await?;
-            }
-        }
+        complete_in(&tx, &completions, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn settle_and_claim(
+        &self,
+        completions: Vec<Completion>,
+        claims: &[ClaimRequest<'_>],
+        now: i64,
+    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(RELAXED_COMMIT).await?;
+        complete_in(&tx, &completions, now).await?;
+        let mut claimed = Vec::with_capacity(claims.len());
+        for request in claims {
+            claimed.push(claim_in(&tx, request).await?);
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn event_heads_after(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventHead>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {EVENT_HEAD_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+                ),
+                &[&after_seq, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| EventHead {
+                seq: r.get(0),
+                id: r.get(1),
+                event: r.get(2),
+                entity: r.get(3),
+                received_at: r.get(4),
+            })
+            .collect())
     }
 
     async fn list_deliveries(

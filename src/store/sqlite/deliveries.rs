@@ -104,6 +104,149 @@ fn subscription_params(s: &Subscription) -> [rusqlite::types::Value; 24] {
     ]
 }
 
+/// A [`ClaimRequest`] the blocking pool can own.
+struct OwnedClaim {
+    subscription_id: String,
+    entity_order: bool,
+    limit: i64,
+    max_in_flight: i64,
+    rate_limit: Option<i64>,
+    now: i64,
+    lease_until: i64,
+}
+
+impl OwnedClaim {
+    fn of(r: &ClaimRequest<'_>) -> OwnedClaim {
+        OwnedClaim {
+            subscription_id: r.subscription_id.to_owned(),
+            entity_order: r.entity_order,
+            limit: r.limit,
+            max_in_flight: r.max_in_flight,
+            rate_limit: r.rate_limit,
+            now: r.now,
+            lease_until: r.lease_until,
+        }
+    }
+}
+
+/// One claim inside a write transaction (see [`DeliveryStore::claim`]). The caller holds the
+/// write lock, which serialises claims, so the in-flight count read here stays true.
+fn claim_in(tx: &rusqlite::Transaction<'_>, r: &OwnedClaim) -> Result<Vec<Claimed>, StoreError> {
+    let (now, sub) = (r.now, r.subscription_id.as_str());
+    let in_flight: i64 = tx
+        .prepare_cached(&q(IN_FLIGHT))?
+        .query_row(params![sub, now], |row| row.get(0))?;
+    let mut limit = r.limit.min(r.max_in_flight - in_flight);
+    let bucket = match r.rate_limit {
+        Some(rate) => {
+            let stored = tx
+                .prepare_cached(&q(READ_BUCKET))?
+                .query_row([sub], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let tokens = refill_bucket(stored, rate, now);
+            limit = limit.min(tokens.floor() as i64);
+            Some(tokens)
+        }
+        None => None,
+    };
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare_cached(&q(&claim_candidates_sql(false)))?;
+        let rows = stmt.query_map(params![sub, now, i64::from(r.entity_order), limit], |row| {
+            row.get(0)
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut claimed = Vec::with_capacity(ids.len());
+    {
+        // Marks the delivery and returns it in one statement; the body is then read once, by
+        // seq, from the log.
+        let mut mark = tx.prepare_cached(&format!(
+            "UPDATE deliveries SET status = 'delivering', locked_until = ?2, updated_at = ?3 WHERE id = ?1 RETURNING {}",
+            DELIVERY_COLUMNS.replace("d.", "")
+        ))?;
+        let mut body = tx.prepare_cached("SELECT event_ts, body FROM events WHERE seq = ?1")?;
+        for id in &ids {
+            let delivery = mark.query_row(params![id, r.lease_until, now], row_to_delivery)?;
+            let (event_ts, body) =
+                body.query_row([delivery.event_seq], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            claimed.push(Claimed {
+                delivery,
+                event_ts,
+                body,
+            });
+        }
+    }
+    if let Some(tokens) = bucket {
+        let left = tokens - claimed.len() as f64;
+        tx.prepare_cached(&q(WRITE_BUCKET))?
+            .execute(params![sub, left, now])?;
+    }
+    Ok(claimed)
+}
+
+/// Records outcomes inside a write transaction (see [`DeliveryStore::complete`]).
+fn complete_in(
+    tx: &rusqlite::Transaction<'_>,
+    completions: &[Completion],
+    now: i64,
+) -> Result<(), StoreError> {
+    if completions.is_empty() {
+        return Ok(());
+    }
+    let mut attempt = tx.prepare_cached(&q(INSERT_ATTEMPT))?;
+    let mut finish = tx.prepare_cached(&q(FINISH_DELIVERY))?;
+    let mut disable = tx.prepare_cached(&q(DISABLE_SUBSCRIPTION))?;
+    let mut clocks = FailureClocks::default();
+    for c in completions {
+        let a = &c.attempt;
+        let (status, next_at) = match c.next {
+            Next::Succeeded => ("succeeded", now),
+            Next::Retry(at) => ("pending", at),
+            Next::Failed => ("failed", now),
+        };
+        let held = finish.execute(params![
+            a.delivery_id,
+            status,
+            a.attempt,
+            next_at,
+            a.status_code,
+            a.error,
+            now,
+            c.lease_until
+        ])?;
+        if held == 0 {
+            // Re-claimed after the lease ran out: the newer attempt owns the outcome and its
+            // attempt number, so this one records nothing at all.
+            continue;
+        }
+        attempt.execute(params![
+            a.delivery_id,
+            a.attempt,
+            a.started_at,
+            a.duration_ms,
+            a.status_code,
+            a.response_excerpt,
+            a.error
+        ])?;
+        clocks.record(&c.subscription_id, c.next == Next::Succeeded);
+        if let Some(reason) = &c.disable {
+            disable.execute(params![c.subscription_id, reason, now])?;
+        }
+    }
+    let mut stop = tx.prepare_cached(&q(SUBSCRIPTION_SUCCEEDED))?;
+    let mut start = tx.prepare_cached(&q(SUBSCRIPTION_FAILED))?;
+    for (sub, step) in clocks.steps() {
+        match step {
+            ClockStep::Stop => stop.execute([sub])?,
+            ClockStep::Start => start.execute(params![sub, now])?,
+        };
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl DeliveryStore for SqliteStore {
     async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
@@ -204,66 +347,11 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
-        let subscription_id = request.subscription_id.to_owned();
-        let (entity_order, now, lease_until) =
-            (request.entity_order, request.now, request.lease_until);
-        let (wanted, max_in_flight) = (request.limit, request.max_in_flight);
-        let rate_limit = request.rate_limit;
+        let order = OwnedClaim::of(request);
         self.with_relaxed_writer(move |conn| {
-            // The write lock (IMMEDIATE) serialises claims, so the count below stays true.
+            // The write lock (IMMEDIATE) serialises claims, so the in-flight count stays true.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let in_flight: i64 = tx
-                .prepare_cached(&q(IN_FLIGHT))?
-                .query_row(params![subscription_id, now], |r| r.get(0))?;
-            let mut limit = wanted.min(max_in_flight - in_flight);
-            let bucket = match rate_limit {
-                Some(rate) => {
-                    let stored = tx
-                        .prepare_cached(&q(READ_BUCKET))?
-                        .query_row([&subscription_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()?;
-                    let tokens = refill_bucket(stored, rate, now);
-                    limit = limit.min(tokens.floor() as i64);
-                    Some(tokens)
-                }
-                None => None,
-            };
-            if limit <= 0 {
-                return Ok(Vec::new());
-            }
-            let ids: Vec<String> = {
-                let mut stmt = tx.prepare_cached(&q(&claim_candidates_sql(false)))?;
-                let rows = stmt.query_map(
-                    params![subscription_id, now, i64::from(entity_order), limit],
-                    |r| r.get(0),
-                )?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let mut claimed = Vec::with_capacity(ids.len());
-            {
-                let mut mark = tx.prepare_cached(
-                    "UPDATE deliveries SET status = 'delivering', locked_until = ?2, updated_at = ?3 WHERE id = ?1",
-                )?;
-                let mut read = tx.prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS}, e.event_ts, e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1"
-                ))?;
-                for id in &ids {
-                    mark.execute(params![id, lease_until, now])?;
-                    let row = read.query_row([id], |r| {
-                        Ok(Claimed {
-                            delivery: row_to_delivery(r)?,
-                            event_ts: r.get(14)?,
-                            body: r.get(15)?,
-                        })
-                    })?;
-                    claimed.push(row);
-                }
-            }
-            if let Some(tokens) = bucket {
-                let left = tokens - claimed.len() as f64;
-                tx.prepare_cached(&q(WRITE_BUCKET))?
-                    .execute(params![subscription_id, left, now])?;
-            }
+            let claimed = claim_in(&tx, &order)?;
             tx.commit()?;
             Ok(claimed)
         })
@@ -273,55 +361,52 @@ impl DeliveryStore for SqliteStore {
     async fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<(), StoreError> {
         self.with_relaxed_writer(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut attempt = tx.prepare_cached(&q(INSERT_ATTEMPT))?;
-                let mut finish = tx.prepare_cached(&q(FINISH_DELIVERY))?;
-                let mut ok = tx.prepare_cached(&q(SUBSCRIPTION_SUCCEEDED))?;
-                let mut failed = tx.prepare_cached(&q(SUBSCRIPTION_FAILED))?;
-                let mut disable = tx.prepare_cached(&q(DISABLE_SUBSCRIPTION))?;
-                for c in &completions {
-                    let a = &c.attempt;
-                    let (status, next_at) = match c.next {
-                        Next::Succeeded => ("succeeded", now),
-                        Next::Retry(at) => ("pending", at),
-                        Next::Failed => ("failed", now),
-                    };
-                    let held = finish.execute(params![
-                        a.delivery_id,
-                        status,
-                        a.attempt,
-                        next_at,
-                        a.status_code,
-                        a.error,
-                        now,
-                        c.lease_until
-                    ])?;
-                    if held == 0 {
-                        // Re-claimed after the lease ran out: the newer attempt owns the outcome
-                        // and its attempt number, so this one records nothing at all.
-                        continue;
-                    }
-                    attempt.execute(params![
-                        a.delivery_id,
-                        a.attempt,
-                        a.started_at,
-                        a.duration_ms,
-                        a.status_code,
-                        a.response_excerpt,
-                        a.error
-                    ])?;
-                    if c.next == Next::Succeeded {
-                        ok.execute([&c.subscription_id])?;
-                    } else {
-                        failed.execute(params![c.subscription_id, now])?;
-                    }
-                    if let Some(reason) = &c.disable {
-                        disable.execute(params![c.subscription_id, reason, now])?;
-                    }
-                }
-            }
+            complete_in(&tx, &completions, now)?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn settle_and_claim(
+        &self,
+        completions: Vec<Completion>,
+        claims: &[ClaimRequest<'_>],
+        now: i64,
+    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
+        let orders: Vec<OwnedClaim> = claims.iter().map(OwnedClaim::of).collect();
+        self.with_relaxed_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            complete_in(&tx, &completions, now)?;
+            let claimed = orders
+                .iter()
+                .map(|order| claim_in(&tx, order))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn event_heads_after(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventHead>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_HEAD_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![after_seq, limit], |r| {
+                Ok(EventHead {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    event: r.get(2)?,
+                    entity: r.get(3)?,
+                    received_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

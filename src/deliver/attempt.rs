@@ -1,0 +1,229 @@
+//! One delivery attempt: make it (the HTTP request or the email), then judge what the answer
+//! means for the delivery — done, retried when, or given up — as a [`Completion`] for the store.
+//!
+//! Making and judging are apart so the judgement is a pure function of the answer.
+
+use std::time::{Duration, Instant};
+
+use super::live::{BodyFormat, Kind, LiveSubscription};
+use super::retry::{self, Verdict};
+use super::signing;
+use super::subscription::signing_secrets;
+use super::worker::Deliverer;
+use crate::core::clock::now_millis;
+use crate::store::deliveries::{Attempt, Claimed, Completion, Next};
+
+/// Bytes of a response body kept with an attempt.
+pub const EXCERPT_BYTES: usize = 1024;
+/// The `user-agent` of deliveries.
+pub const USER_AGENT: &str = concat!("zoomhook/", env!("CARGO_PKG_VERSION"));
+
+/// What an attempt got back: status, `Retry-After` and a bounded excerpt of the answer; or the
+/// error that kept it from getting an answer.
+type Answer = Result<(u16, Option<String>, Option<String>), String>;
+
+/// Performs one attempt of `claimed` for `sub` and says what follows. `lease_until` is the lease
+/// the delivery was claimed under (the outcome is recorded only while it still holds).
+pub async fn send(
+    deliverer: &Deliverer,
+    sub: &LiveSubscription,
+    mut claimed: Claimed,
+    lease_until: i64,
+) -> Completion {
+    let started_at = now_millis();
+    let clock = Instant::now();
+    // A webhook hands the stored body to the request as it is (no copy); email renders from it.
+    let body = match sub.kind {
+        Kind::Webhook => std::mem::take(&mut claimed.body),
+        Kind::Email => Vec::new(),
+    };
+    let attempt = async {
+        match sub.kind {
+            Kind::Email => match &deliverer.email {
+                Some(email) => email
+                    .send(&sub.stored, &claimed)
+                    .await
+                    .map(|()| (250, None, None)),
+                None => Err("no SMTP server configured (set ZOOMHOOK_SMTP_URL)".to_owned()),
+            },
+            Kind::Webhook => {
+                send_webhook(deliverer, sub, &claimed.delivery.id, body, started_at).await
+            }
+        }
+    };
+    // One bound for the whole attempt (an SMTP server can be slow at every step), well inside
+    // the lease.
+    let limit = Duration::from_millis(sub.stored.timeout_ms.max(1) as u64);
+    let answer = tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_owned()));
+    let duration_ms = clock.elapsed().as_millis() as i64;
+    metrics::histogram!("zoomhook_delivery_attempt_seconds").record(clock.elapsed().as_secs_f64());
+    judge(
+        deliverer,
+        sub,
+        &claimed,
+        answer,
+        Timing {
+            started_at,
+            duration_ms,
+            lease_until,
+        },
+    )
+}
+
+/// When an attempt ran, and under which lease.
+struct Timing {
+    started_at: i64,
+    duration_ms: i64,
+    lease_until: i64,
+}
+
+/// What an answer means for the delivery: its attempt record and what follows.
+fn judge(
+    deliverer: &Deliverer,
+    sub: &LiveSubscription,
+    claimed: &Claimed,
+    answer: Answer,
+    timing: Timing,
+) -> Completion {
+    let attempt_no = claimed.delivery.attempts + 1;
+    // Errors and excerpts are stored and shown through the API: no credential of the
+    // destination (or of the SMTP server) may survive in them, however it is spelled there.
+    let (status_code, excerpt, error, verdict) = match answer {
+        Ok((status, retry_after, excerpt)) => {
+            let verdict = match sub.kind {
+                Kind::Email => Verdict::Success,
+                Kind::Webhook => retry::classify(status, retry_after.as_deref()),
+            };
+            let error = match &verdict {
+                Verdict::Success => None,
+                Verdict::Gone => Some("410 Gone: the subscription is disabled".to_owned()),
+                Verdict::Retry { .. } if (300..400).contains(&status) => {
+                    Some(format!("redirect ({status}) not followed"))
+                }
+                Verdict::Retry { .. } => Some(format!("HTTP {status}")),
+            };
+            (
+                Some(i64::from(status)),
+                excerpt.map(|e| text_safe(&sub.scrubber.scrub(&e))),
+                error,
+                verdict,
+            )
+        }
+        Err(error) => (
+            None,
+            None,
+            Some(text_safe(&sub.scrubber.scrub(&error))),
+            Verdict::Retry { retry_after: None },
+        ),
+    };
+    let (next, disable) = match verdict {
+        Verdict::Success => (Next::Succeeded, None),
+        Verdict::Gone => (
+            Next::Failed,
+            Some("the endpoint answered 410 Gone".to_owned()),
+        ),
+        Verdict::Retry { retry_after } => {
+            let unit: f64 = rand::random();
+            match retry::next_attempt(
+                &deliverer.config.retry_schedule,
+                attempt_no - claimed.delivery.schedule_base,
+                retry_after,
+                now_millis(),
+                unit,
+            ) {
+                Some(at) => (Next::Retry(at), None),
+                None => (Next::Failed, None),
+            }
+        }
+    };
+    Completion {
+        attempt: Attempt {
+            delivery_id: claimed.delivery.id.clone(),
+            attempt: attempt_no,
+            started_at: timing.started_at,
+            duration_ms: timing.duration_ms,
+            status_code,
+            response_excerpt: excerpt,
+            error,
+        },
+        subscription_id: sub.stored.id.clone(),
+        lease_until: timing.lease_until,
+        next,
+        disable,
+    }
+}
+
+/// Text PostgreSQL can store: no NUL characters (a binary response body would otherwise make the
+/// outcome unrecordable).
+fn text_safe(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+/// Signs and posts `stored_body` (in the subscription's body format) as delivery `id`.
+async fn send_webhook(
+    deliverer: &Deliverer,
+    sub: &LiveSubscription,
+    id: &str,
+    stored_body: Vec<u8>,
+    now: i64,
+) -> Answer {
+    let url = sub.url.clone()?;
+    let timestamp = now / 1000;
+    let secrets = signing_secrets(&sub.stored, now);
+    let body = match sub.body_format {
+        BodyFormat::Raw => stored_body,
+        BodyFormat::Compact => signing::wire_body(signing::BODY_COMPACT, &stored_body)
+            .map_err(|e| e.to_string())?
+            .into_owned(),
+    };
+    let mut request = deliverer
+        .http
+        .post(url)
+        .timeout(Duration::from_millis(sub.stored.timeout_ms.max(1) as u64))
+        .header("content-type", "application/json")
+        .header("user-agent", USER_AGENT);
+    for (name, value) in signing::headers(sub.scheme_name(), secrets, id, timestamp, &body) {
+        request = request.header(name, value);
+    }
+    // Added, not replacing: the same headers on the wire as before they were held parsed.
+    for (name, value) in &sub.headers {
+        request = request.header(name.clone(), value.clone());
+    }
+    let mut response = request.body(body).send().await.map_err(describe)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut excerpt = Vec::new();
+    while excerpt.len() < EXCERPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                excerpt.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - excerpt.len())])
+            }
+            _ => break,
+        }
+    }
+    let excerpt = (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned());
+    Ok((status, retry_after, excerpt))
+}
+
+/// An error with its causes, e.g. "error sending request: connection refused". reqwest's own
+/// text names the URL (in its normalised spelling), so that is dropped first.
+fn describe(error: reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
