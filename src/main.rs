@@ -1,5 +1,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 use zoomhook::config::LogFormat;
 
 fn main() -> std::process::ExitCode {
@@ -39,22 +41,50 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs to stderr in `format`, at the level of `ZOOMHOOK_LOG` (default `info`).
+/// Logs to stderr in `format`, at the level of `ZOOMHOOK_LOG` (default `info`), never above
+/// [`secret_safe_levels`].
 fn init_logging(format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(log_in_colour()).init(),
-        // Event fields at the top level beside `message`, as collectors expect, rather than
-        // nested under `fields`. No colour: escape codes inside JSON strings help nobody.
-        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
-    }
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(log_in_colour())
+    });
+    // Event fields at the top level beside `message`, as collectors expect, rather than nested
+    // under `fields`. No colour: escape codes inside JSON strings help nobody.
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+    });
+    tracing_subscriber::registry()
+        .with(log_filter())
+        .with(secret_safe_levels())
+        .with(text)
+        .with(json)
+        .init();
 }
 
 /// `ZOOMHOOK_LOG` (an `EnvFilter`: `debug`, `warn,zoomhook::server=info`, …); `info` by default.
 fn log_filter() -> EnvFilter {
     EnvFilter::try_from_env("ZOOMHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The most verbose level of libraries that write secrets at their finer levels; a filter of its
+/// own beside `ZOOMHOOK_LOG`, so no setting of the variable (however specific its targets) lets
+/// them through. zoomhook's own events never carry a secret at any level.
+/// - `tungstenite` logs every WebSocket frame and message at `trace`: event bodies on the stream
+///   (with `download_token`s) and, for a `zoom_websocket` source, the handshake request whose URL
+///   carries Zoom's access token.
+/// - `tokio_postgres` logs every statement's parameters at `debug`: event bodies, subscription
+///   secrets and headers.
+fn secret_safe_levels() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("tungstenite", LevelFilter::DEBUG)
+        .with_target("tokio_tungstenite", LevelFilter::DEBUG)
+        .with_target("tokio_postgres", LevelFilter::INFO)
 }
 
 /// The error that ends the process: one plain line, or in JSON mode one more JSON object, so a
