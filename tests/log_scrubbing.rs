@@ -1,11 +1,15 @@
 //! Logs never contain secrets (issue 11), at any level and in either format. Runs the real
 //! `zoomhook serve` with its stderr captured, at `ZOOMHOOK_LOG=trace` down to `error`, as text and as
-//! JSON, and during each run does everything that carries a secret: admin tokens (right and wrong,
-//! in the header and in `?token=` on the stream), signed and forged webhooks, the URL validation
-//! challenge, subscriptions with their own secrets, headers and secret URL queries, a secret
-//! rotation, an email subscription through an SMTP server with a password, a recording event whose
-//! body carries `download_token`, and deliveries to a local sink and to a dead one. Every secret is
-//! a long random value made for the run, so one found in a line is unambiguously a leak.
+//! JSON (`--log-format`), on SQLite and PostgreSQL, and during each run does everything that
+//! carries a secret: admin tokens (right and wrong, in the header and in `?token=` on the stream),
+//! signed and forged webhooks, the URL validation challenge, a source checked by Basic auth, an
+//! issued Bearer token, a verification token and a custom header, a `zoom_websocket` source (OAuth
+//! client secret, access token in its URL, a revoked token), subscriptions with their own secrets,
+//! headers and secret URL queries, a secret rotation and a test send, an email subscription through
+//! an SMTP server with a password, a recording event whose body carries `download_token`, and
+//! deliveries to a local sink and to a dead one; on PostgreSQL the database URL carries a password.
+//! Every secret is a long random value made for the run, so one found in a line is unambiguously a
+//! leak.
 //!
 //! Two checks keep the scan honest: the scanner itself finds a planted value (unit test below),
 //! and each run finds a value the server *does* log (a source's name in its start-up warning), so
@@ -91,7 +95,7 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(database: &str, level: &str, format: &str, env: &[(&str, String)]) -> Serve {
+    fn start(database: &str, level: &str, format: &str, env: &[(String, String)]) -> Serve {
         // The level may hide the line naming the address, so the port is chosen here.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -257,12 +261,7 @@ async fn run(db: TestDb, level: &str, format: &str) -> Vec<String> {
     let zoom = FakeZoom::start().await;
     let (smtp_port, smtp_sessions) = smtp_server().await;
     let setup = Setup::new(&db, &zoom, smtp_port, &mut secrets);
-    let env: Vec<(&str, String)> = setup
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    let serve = Serve::start(&setup.database, level, format, &env);
+    let serve = Serve::start(&setup.database, level, format, &setup.env);
     let mut run = Run {
         http: reqwest::Client::new(),
         base: serve.base.clone(),
