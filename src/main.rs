@@ -87,12 +87,21 @@ fn secret_safe_levels() -> Targets {
         .with_target("tokio_postgres", LevelFilter::INFO)
 }
 
-/// The error that ends the process: one plain line, or in JSON mode one more JSON object, so a
-/// collector reading stderr sees it like every other line.
+/// The error that ends the process: one plain line, or in JSON mode one more JSON object shaped
+/// like the log's, so a collector reading stderr takes it like every other line. Written
+/// directly rather than through `tracing`, so no `ZOOMHOOK_LOG` filter can swallow it.
 fn fatal(format: LogFormat, message: &str) {
     match format {
         LogFormat::Text => eprintln!("error: {message}"),
-        LogFormat::Json => tracing::error!("{message}"),
+        LogFormat::Json => {
+            let timestamp = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let line = serde_json::json!({
+                "timestamp": timestamp, "level": "ERROR", "message": message, "target": "zoomhook",
+            });
+            eprintln!("{line}");
+        }
     }
 }
 

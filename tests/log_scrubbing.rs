@@ -86,6 +86,17 @@ fn the_scanner_finds_a_planted_secret_in_text_and_json_lines() {
     assert!(leaks(&lines[..1], &secrets).is_empty());
 }
 
+/// The binary, without the configuration of the environment the tests run in.
+fn zoomhook() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zoomhook"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ZOOMHOOK_") || key.starts_with("ZOOM_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// `zoomhook serve` at a log level and format, its stderr collected line by line.
 struct Serve {
     child: Child,
@@ -101,12 +112,7 @@ impl Serve {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_zoomhook"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ZOOMHOOK_") || key.starts_with("ZOOM_") || key == "RUST_LOG" {
-                command.env_remove(key);
-            }
-        }
+        let mut command = zoomhook();
         let listen = format!("127.0.0.1:{port}");
         let mut child = command
             .args(["serve", "--listen", &listen, "--database", database])
@@ -425,7 +431,7 @@ impl Run {
             .await;
         assert_eq!(wrong.expect("GET").status(), 401);
 
-        let created = Command::new(env!("CARGO_BIN_EXE_zoomhook"))
+        let created = zoomhook()
             .args([
                 "token",
                 "create",
@@ -746,4 +752,45 @@ async fn trace_json_on_postgres_never_logs_a_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_text_on_postgres_never_logs_a_secret() {
     run(TestDb::postgres().await, "debug", "text").await;
+}
+
+/// The error that ends the process is JSON too, whichever layer chose the format (file,
+/// environment, flag), and no `ZOOMHOOK_LOG` filter hides it.
+#[test]
+fn a_fatal_error_in_json_mode_is_one_json_line_whatever_the_filter() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("zoomhook.toml");
+    std::fs::write(&file, "log_format = \"json\"\n").expect("config file");
+    let file = file.display().to_string();
+    // (flags, environment) that each choose JSON.
+    type Way<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let ways: [Way; 3] = [
+        (&["--config", &file], &[]),
+        (&[], &[("ZOOMHOOK_LOG_FORMAT", "json")]),
+        (
+            &["--log-format", "json"],
+            &[("ZOOMHOOK_LOG_FORMAT", "text")],
+        ),
+    ];
+    for (args, env) in ways {
+        let output = zoomhook()
+            .args(["serve", "--listen", "not-an-address"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("ZOOMHOOK_LOG", "off")
+            .output()
+            .expect("run zoomhook");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).expect("utf8");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?} {env:?}: {stderr}");
+        let line: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        assert_eq!(line["level"], "ERROR");
+        assert!(
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("`listen`")),
+            "{line}"
+        );
+    }
 }
