@@ -494,6 +494,12 @@ impl Run {
         let rotation = json!({"rotate_secret": true, "secret": rotated, "rotation_overlap": "1h"});
         let (status, patched) = self.api(reqwest::Method::PATCH, &sub, Some(rotation)).await;
         assert_eq!(status, 200, "{patched}");
+        // The reveal answers both secrets in its body; no log line may carry them.
+        let (status, revealed) = self
+            .api(reqwest::Method::GET, &format!("{sub}/secret"), None)
+            .await;
+        assert_eq!(status, 200, "{revealed}");
+        assert_eq!(revealed["secret"], rotated.as_str(), "{revealed}");
         let (status, tested) = self
             .api(reqwest::Method::POST, &format!("{sub}/test"), None)
             .await;
