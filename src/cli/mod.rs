@@ -194,9 +194,8 @@ impl Command {
             Command::Health(args) => Some(&args.server),
             Command::Config(config_check::ConfigCommand::Check(args)) => Some(args),
             Command::Token(token::TokenCommand::Create { server, .. }) => Some(server),
-            Command::Sync(sync::SyncCommand::Rebuild(args) | sync::SyncCommand::Status(args)) => {
-                Some(args)
-            }
+            Command::Sync(sync::SyncCommand::Rebuild(args)) => Some(args),
+            Command::Sync(sync::SyncCommand::Status(args)) => Some(&args.server),
             _ => None,
         }
     }
