@@ -800,3 +800,23 @@ fn a_fatal_error_in_json_mode_is_one_json_line_whatever_the_filter() {
         );
     }
 }
+
+/// The one deliberate exception: the admin token made at a first start (no `admin_token`
+/// configured) is handed out once on stderr — in the JSON format as a JSON line of its own, so
+/// the output stays one object per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_token_is_one_json_line_in_json_mode() {
+    let db = TestDb::sqlite();
+    let serve = Serve::start(&db.url, "info", "json", &[]);
+    serve.wait_ready(&reqwest::Client::new()).await;
+    let lines = serve.stop();
+    assert_json_lines(&lines);
+    let announced: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("admin_token").is_some())
+        .collect();
+    assert_eq!(announced.len(), 1, "announced once: {lines:?}");
+    let token = announced[0]["admin_token"].as_str().expect("a token");
+    assert!(token.starts_with("zh_"), "{token}");
+}
