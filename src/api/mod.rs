@@ -8,6 +8,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod sources;
+pub mod stats;
 pub mod stream;
 pub mod subscriptions;
 pub mod sync;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(entities::registrants),
         )
         .route("/api/v1/sources", get(sources::list))
+        .route("/api/v1/stats", get(stats::show))
         .route("/api/v1/sync", get(sync::status))
         .route("/api/v1/sync/quarantine", get(sync::quarantine))
         .route_layer(middleware::from_fn_with_state(state, auth::require_admin));
