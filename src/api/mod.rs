@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(crate::ui::router())
         .fallback(errors::no_route)
         .layer(middleware::from_fn(errors::limit_uri_length))
 }
