@@ -120,9 +120,12 @@ export function time(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  return h('time', { datetime: iso, title: iso }, d.toLocaleString(undefined, {
-    year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
-  }));
+  // Today's times without the date: the tables stay narrow, the tooltip has the instant.
+  const today = d.toDateString() === new Date().toDateString();
+  const options = today
+    ? { hour: '2-digit', minute: '2-digit', second: '2-digit' }
+    : { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' };
+  return h('time', { datetime: iso, title: iso }, d.toLocaleString(undefined, options));
 }
 
 /** "3 s", "4 min", "2 h 5 min" */
@@ -146,6 +149,11 @@ export function localToIso(value) {
   if (!value) return '';
   const d = new Date(value);
   return Number.isNaN(d.getTime()) ? '' : d.toISOString();
+}
+
+/** A value as text for a table cell: '—' when there is none. */
+export function str(value) {
+  return value === null || value === undefined ? '—' : String(value);
 }
 
 export function link(href, text) {

@@ -10,17 +10,17 @@
 import { api, apiAll, streamUrl } from './api.js';
 import {
   actionButton, errorBox, field, formValues, h, link, localToIso, mount, pageHead, prettyJson,
-  props, statusBadge, table, tableRow, time, toast, copyText,
+  props, statusBadge, table, tableRow, time, toast, copyText, str,
 } from './dom.js';
 
 const PAGE = 50;
 const MAX_ROWS = 500;
 
 const COLUMNS = [
-  { label: 'Seq', class: 'num', value: (e) => String(e.seq) },
-  { label: 'Received', class: 'nowrap', value: (e) => time(e.received_at) },
+  { label: 'Seq', class: 'num', value: (e) => str(e.seq) },
   { label: 'Event', value: (e) => link(`#/events/${encodeURIComponent(e.id)}`, e.event) },
-  { label: 'Entity', value: (e) => e.object_id || e.object_uuid || '—' },
+  { label: 'Received', class: 'nowrap', value: (e) => time(e.received_at) },
+  { label: 'Entity', class: 'hide-narrow', value: (e) => e.object_id || e.object_uuid || '—' },
   { label: 'Source', class: 'hide-narrow', value: (e) => e.source },
 ];
 
@@ -56,6 +56,13 @@ function filterForm(query) {
   return form;
 }
 
+/** The filters, folded away on a phone unless one is set. */
+function filterBox(query, filters) {
+  const open = Object.values(filters).some(Boolean) || window.matchMedia('(min-width: 721px)').matches;
+  return h('details', { class: 'panel filters-box', open },
+    h('summary', {}, 'Filters'), filterForm(query));
+}
+
 /** Whether a live frame passes the filters the stream cannot apply. */
 function passes(frame, filters) {
   if (filters.source && frame.source !== filters.source) return false;
@@ -79,7 +86,7 @@ export async function renderList(root, _params, query) {
   const failure = h('div', {});
   mount(root,
     pageHead('Events', canLive ? state : h('span', { class: 'muted small' }, 'Live tail off: an “until” time is set.'), canLive ? pause : null),
-    h('section', { class: 'panel' }, filterForm(query)),
+    filterBox(query, filters),
     failure, tableBox, empty, more);
 
   let newest = null;
@@ -155,7 +162,7 @@ export async function renderList(root, _params, query) {
   };
   pause.addEventListener('click', () => {
     paused = !paused;
-    pause.setAttribute('aria-pressed', String(paused));
+    pause.setAttribute('aria-pressed', str(paused));
     pause.textContent = paused ? 'Resume' : 'Pause';
     if (paused) {
       clearTimeout(retry);
@@ -180,8 +187,8 @@ function deliveriesTable(list) {
   return table([
     { label: 'Subscription', value: (d) => link(`#/subscriptions/${encodeURIComponent(d.subscription_id)}`, d.subscription_id) },
     { label: 'Status', value: (d) => statusBadge(d.status) },
-    { label: 'Attempts', class: 'num', value: (d) => String(d.attempt_count) },
-    { label: 'Last answer', value: (d) => (d.last_status_code ? String(d.last_status_code) : d.last_error || '—') },
+    { label: 'Attempts', class: 'num', value: (d) => str(d.attempt_count) },
+    { label: 'Last answer', value: (d) => (d.last_status_code ? str(d.last_status_code) : d.last_error || '—') },
     { label: 'Updated', class: 'nowrap', value: (d) => time(d.updated_at) },
     { label: 'Delivery', value: (d) => link(`#/deliveries/${encodeURIComponent(d.id)}`, 'attempts') },
   ], list, { empty: 'No subscription has received this event.' });
@@ -235,7 +242,7 @@ export async function renderDetail(root, [id]) {
   mount(root,
     pageHead(event.event, link('#/events', '← All events')),
     h('section', { class: 'panel' }, props([
-      ['Seq', String(event.seq)],
+      ['Seq', str(event.seq)],
       ['Id', h('code', {}, event.id)],
       ['Source', event.source],
       ['Event time', time(event.event_time)],
@@ -254,6 +261,6 @@ export async function renderDetail(root, [id]) {
         h('pre', { class: 'code wrap', tabindex: '0', 'aria-label': 'Raw body' }, raw))),
     h('section', { class: 'panel' }, h('h2', {}, 'Deliveries'), deliveries),
     h('section', { class: 'panel' }, h('h2', {}, 'Deliver again to…'),
-      h('p', { class: 'muted small' }, 'Queues this event once more for one subscription (a replay of seq ', String(event.seq), ').'),
+      h('p', { class: 'muted small' }, 'Queues this event once more for one subscription (a replay of seq ', str(event.seq), ').'),
       deliverAgain(event, reload)));
 }

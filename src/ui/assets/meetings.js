@@ -5,7 +5,7 @@
 import { api, apiAll } from './api.js';
 import {
   downloadCsv, duration, errorBox, field, formValues, h, link, localToIso, mount, pageHead, props,
-  statusBadge, table, time, actionButton,
+  statusBadge, table, time, actionButton, str,
 } from './dom.js';
 
 const STATUSES = [['', 'Any status'], ['waiting', 'waiting'], ['started', 'started'], ['ended', 'ended'], ['deleted', 'deleted']];
@@ -62,7 +62,7 @@ async function attendance(box, meeting, instance) {
   mount(box, h('p', { class: 'muted' }, 'Loading attendance…'));
   try {
     const people = await apiAll(`/meeting-instances/${encodeURIComponent(instance.id)}/participants`, {}, 5000);
-    const csvName = `attendance-${meeting.id}-${(instance.start_time || instance.id).replace(/[^0-9A-Za-z]+/g, '-')}.csv`;
+    const csvName = `attendance-${meeting.id}-${str(instance.start_time || instance.id).replace(/[^0-9A-Za-z]+/g, '-')}.csv`;
     mount(box,
       h('div', { class: 'page-head' },
         h('h3', {}, 'Attendance of the occurrence started ', time(instance.start_time)),
@@ -70,7 +70,7 @@ async function attendance(box, meeting, instance) {
       table([
         { label: 'Participant', value: (p) => p.name || p.id },
         { label: 'Email', value: (p) => p.email },
-        { label: 'Sessions', class: 'num', value: (p) => String(p.attendance ? p.attendance.session_count : (p.sessions || []).length) },
+        { label: 'Sessions', class: 'num', value: (p) => str(p.attendance ? p.attendance.session_count : (p.sessions || []).length) },
         { label: 'First join', class: 'nowrap', value: (p) => time(p.attendance && p.attendance.first_join_time) },
         { label: 'Last leave', class: 'nowrap', value: (p) => time(p.attendance && p.attendance.last_leave_time) },
         { label: 'Time in meeting', class: 'num', value: (p) => duration(p.attendance && p.attendance.total_seconds) },
@@ -85,7 +85,7 @@ function recordingsTable(recordings) {
     { label: 'Topic', value: (r) => r.name || r.id },
     { label: 'Start', class: 'nowrap', value: (r) => time(r.start_time) },
     { label: 'Status', value: (r) => statusBadge(r.status) },
-    { label: 'Files', class: 'num', value: (r) => String(((r.zoom && r.zoom.recording_files) || []).length) },
+    { label: 'Files', class: 'num', value: (r) => str(((r.zoom && r.zoom.recording_files) || []).length) },
     { label: 'Size', class: 'num', value: (r) => size((r.zoom && r.zoom.total_size) || 0) },
   ], recordings, { empty: 'No recording of this meeting yet.', caption: 'Recordings' });
 }

@@ -4,7 +4,7 @@
 // subscription, and the log entries sync could not apply.
 
 import { api } from './api.js';
-import { errorBox, h, link, mount, pageHead, statusBadge, table, time } from './dom.js';
+import { errorBox, h, link, mount, pageHead, statusBadge, table, time, str } from './dom.js';
 
 const OPERATIONAL = 'zoomhook.*,endpoint.url_validation';
 const enc = encodeURIComponent;
@@ -48,9 +48,9 @@ async function failedDeliveries(box) {
           s.enabled ? null : statusBadge('disabled')),
         table([
           { label: 'Event', value: (d) => link(`#/events/${enc(d.event_id)}`, d.event || d.event_id) },
-          { label: 'Seq', class: 'num', value: (d) => String(d.event_seq) },
-          { label: 'Attempts', class: 'num', value: (d) => String(d.attempt_count) },
-          { label: 'Last answer', value: (d) => (d.last_status_code ? String(d.last_status_code) : d.last_error || '—') },
+          { label: 'Seq', class: 'num', value: (d) => str(d.event_seq) },
+          { label: 'Attempts', class: 'num', value: (d) => str(d.attempt_count) },
+          { label: 'Last answer', value: (d) => (d.last_status_code ? str(d.last_status_code) : d.last_error || '—') },
           { label: 'Updated', class: 'nowrap', value: (d) => time(d.updated_at) },
           { label: 'Delivery', value: (d) => link(`#/deliveries/${enc(d.id)}`, 'attempts') },
         ], rows, { caption: `Failed deliveries of ${s.id}` }),
@@ -67,7 +67,7 @@ async function quarantine(box) {
   try {
     const page = await api('/sync/quarantine', { query: { limit: 100 } });
     mount(box, table([
-      { label: 'Seq', class: 'num', value: (q) => String(q.seq) },
+      { label: 'Seq', class: 'num', value: (q) => str(q.seq) },
       { label: 'Event', value: (q) => link(`#/events/${enc(q.event_id)}`, q.event) },
       { label: 'Error', value: (q) => q.error },
       { label: 'Quarantined', class: 'nowrap', value: (q) => time(q.quarantined_at) },

@@ -8,7 +8,7 @@
 
 import { api } from './api.js';
 import { lineChart } from './charts.js';
-import { age, badge, errorBox, h, mount, pageHead, statusBadge, table, time } from './dom.js';
+import { age, badge, errorBox, h, mount, pageHead, statusBadge, table, time, str } from './dom.js';
 
 const SAMPLE_MS = 5000;
 const MAX_SAMPLES = 120;
@@ -98,9 +98,9 @@ function cards(latest, series) {
   const overall = attempts ? (100 * deliveries.succeeded_count) / attempts : null;
   return h('div', { class: 'cards' },
     card('Ingest rate', last ? perSecond(last.accepted) : '…', `${ingest.accepted_count} accepted since start`),
-    card('Duplicates', String(ingest.duplicate_count), 'answered 2xx, stored once'),
-    card('Rejected', String(rejected), rejected ? 'see reasons below' : 'no refusals'),
-    card('Delivery success', overall === null ? '—' : `${overall.toFixed(overall === 100 ? 0 : 1)} %`,
+    card('Duplicates', str(ingest.duplicate_count), 'answered 2xx, stored once'),
+    card('Rejected', str(rejected), rejected ? 'see reasons below' : 'no refusals'),
+    card('Delivery success', overall === null ? '—' : `${Number.isInteger(overall) ? overall : overall.toFixed(1)} %`,
       recentRate === null ? `${attempts} attempts since start` : `last ${SAMPLE_MS / 1000} s: ${recentRate.toFixed(0)} %`),
     card('Queue depth', deliveries.pending_count ?? '—',
       deliveries.oldest_pending_at ? `oldest pending ${age(deliveries.oldest_pending_at)}` : 'nothing waiting'),
@@ -111,22 +111,22 @@ function cards(latest, series) {
 function charts(series) {
   const span = samples.length > 1 ? (samples[samples.length - 1].at - samples[0].at) / 1000 : 0;
   const pick = (k) => series.map((s) => s[k]);
-  return h('div', { class: 'grid' },
+  return h('div', { class: 'charts' },
     lineChart({
-      title: 'Ingest (events per second)', span, series: [
+      title: 'Ingest (events/s)', span, series: [
         { name: 'accepted', cls: 's-accepted', values: pick('accepted') },
         { name: 'duplicate', cls: 's-duplicate', values: pick('duplicate') },
         { name: 'rejected', cls: 's-rejected', values: pick('rejected') },
       ],
     }),
     lineChart({
-      title: 'Delivery attempts (per second)', span, series: [
+      title: 'Delivery attempts/s', span, series: [
         { name: 'succeeded', cls: 's-succeeded', values: pick('succeeded') },
         { name: 'failed', cls: 's-failed', values: pick('failed') },
       ],
     }),
-    lineChart({ title: 'Delivery success rate', span, unit: '%', max: 100, series: [{ name: 'success', cls: 's-succeeded', values: pick('successRate') }] }),
-    lineChart({ title: 'Queue depth (deliveries)', span, series: [{ name: 'pending', cls: 's-neutral', values: pick('pending') }] }),
+    lineChart({ title: 'Delivery success', span, unit: '%', max: 100, series: [{ name: 'success', cls: 's-succeeded', values: pick('successRate') }] }),
+    lineChart({ title: 'Queue depth', span, series: [{ name: 'pending', cls: 's-neutral', values: pick('pending') }] }),
     lineChart({ title: 'Sync lag (events)', span, series: [{ name: 'lag', cls: 's-neutral', values: pick('lag') }] }));
 }
 
@@ -139,8 +139,8 @@ function rejections(latest) {
     h('h2', {}, 'Rejected webhooks by reason'),
     table([
       { label: 'Reason', value: (r) => h('code', {}, r.reason) },
-      { label: 'Since start', class: 'num', value: (r) => String(r.n) },
-      { label: 'In the charts\u2019 window', class: 'num', value: (r) => String(r.recent) },
+      { label: 'Since start', class: 'num', value: (r) => str(r.n) },
+      { label: 'In the charts\u2019 window', class: 'num', value: (r) => str(r.recent) },
     ], rows, { empty: 'No webhook has been refused since the server started.' }));
 }
 
@@ -166,7 +166,7 @@ function sourcesPanel(list) {
 export async function render(root) {
   const body = h('div', {}, samples.length ? null : h('p', { class: 'muted' }, 'Taking the first sample…'));
   const sources = h('div', {});
-  mount(root, pageHead('Overview', h('span', { class: 'muted small' }, `sampled every ${SAMPLE_MS / 1000} s in this tab`)), body, sources);
+  mount(root, pageHead('Overview', h('span', { class: 'muted small hide-narrow' }, `sampled every ${SAMPLE_MS / 1000} s in this tab`)), body, sources);
 
   const draw = () => {
     if (lastError && samples.length === 0) {
@@ -181,6 +181,7 @@ export async function render(root) {
       cards(latest, series),
       series.length < 2 ? h('p', { class: 'muted' }, 'The charts fill in as samples arrive.') : null,
       charts(series),
+      h('div', { class: 'spacer-block' }),
       rejections(latest),
       h('p', { class: 'muted small' }, 'Counters of this instance since it started; queue and sync figures come from the shared store. Read at ', time(latest.generated_at), '.'));
   };

@@ -8,7 +8,7 @@
 import { api } from './api.js';
 import {
   actionButton, badge, copyText, errorBox, errorText, field, formValues, h, link, localToIso, mount,
-  pageHead, props, statusBadge, table, time, toast,
+  pageHead, props, statusBadge, table, time, toast, str,
 } from './dom.js';
 
 /** A secret from a create answer, shown once on the subscription's page. */
@@ -198,7 +198,7 @@ function testPanel(s) {
       const r = await api(`/subscriptions/${enc(s.id)}/test`, { method: 'POST', body: {} });
       mount(out, props([
         ['Result', r.ok ? badge('ok', 'ok') : badge('failed', 'bad')],
-        ['Status', r.status_code ? String(r.status_code) : '—'],
+        ['Status', r.status_code ? str(r.status_code) : '—'],
         ['Duration', r.duration_ms !== null && r.duration_ms !== undefined ? `${r.duration_ms} ms` : '—'],
         ['Error', r.error],
         ['Response', r.response_excerpt && h('pre', { class: 'code wrap' }, r.response_excerpt)],
@@ -210,10 +210,10 @@ function testPanel(s) {
 function deliveryColumns(refresh) {
   return [
     { label: 'Event', value: (d) => link(`#/events/${enc(d.event_id)}`, d.event || d.event_id) },
-    { label: 'Seq', class: 'num', value: (d) => String(d.event_seq) },
+    { label: 'Seq', class: 'num', value: (d) => str(d.event_seq) },
     { label: 'Status', value: (d) => statusBadge(d.status) },
-    { label: 'Attempts', class: 'num', value: (d) => String(d.attempt_count) },
-    { label: 'Last answer', value: (d) => (d.last_status_code ? String(d.last_status_code) : d.last_error || '—') },
+    { label: 'Attempts', class: 'num', value: (d) => str(d.attempt_count) },
+    { label: 'Last answer', value: (d) => (d.last_status_code ? str(d.last_status_code) : d.last_error || '—') },
     { label: 'Next attempt', class: 'nowrap hide-narrow', value: (d) => time(d.next_attempt_at) },
     {
       label: 'Actions', value: (d) => h('span', { class: 'row' },
@@ -306,7 +306,7 @@ export async function renderDetail(root, [id]) {
     h('p', {}, link('#/subscriptions', '← All subscriptions')),
     h('div', { class: 'cards' },
       ['pending', 'delivering', 'succeeded', 'failed'].map((k) =>
-        h('div', { class: 'card' }, h('div', { class: 'label' }, k), h('div', { class: 'value' }, String(c[k] ?? '—'))))),
+        h('div', { class: 'card' }, h('div', { class: 'label' }, k), h('div', { class: 'value' }, str(c[k] ?? '—'))))),
     h('section', { class: 'panel' }, props([
       ['Id', h('code', {}, s.id)],
       ['State', s.enabled ? statusBadge('enabled') : h('span', {}, statusBadge('disabled'), s.disabled_reason ? ` ${s.disabled_reason}` : '')],
@@ -318,7 +318,7 @@ export async function renderDetail(root, [id]) {
       ['Body', s.body_format],
       ['Ordering', s.ordering],
       ['Timeout', s.timeout],
-      ['Max in flight', String(s.max_in_flight)],
+      ['Max in flight', str(s.max_in_flight)],
       ['Rate limit', s.rate_limit ? `${s.rate_limit}/s` : 'none'],
       ['HTTPS only', s.https_only ? 'yes' : 'no'],
       ['Headers', Object.keys(s.headers || {}).length ? h('pre', { class: 'small' }, headersText(s.headers)) : 'none'],
@@ -348,18 +348,18 @@ export async function renderDelivery(root, [id]) {
       ['Status', statusBadge(d.status)],
       ['Event', link(`#/events/${enc(d.event_id)}`, `${d.event || d.event_id} (seq ${d.event_seq})`)],
       ['Entity', d.entity_id],
-      ['Attempts', String(d.attempt_count)],
+      ['Attempts', str(d.attempt_count)],
       ['Next attempt', time(d.next_attempt_at)],
-      ['Last answer', d.last_status_code ? String(d.last_status_code) : d.last_error],
+      ['Last answer', d.last_status_code ? str(d.last_status_code) : d.last_error],
       ['Created', time(d.created_at)],
       ['Updated', time(d.updated_at)],
     ])),
     h('section', { class: 'panel' }, h('h2', {}, 'Attempts'),
       table([
-        { label: '#', class: 'num', value: (a) => String(a.number) },
+        { label: '#', class: 'num', value: (a) => str(a.number) },
         { label: 'Started', class: 'nowrap', value: (a) => time(a.started_at) },
         { label: 'Duration', class: 'num', value: (a) => (a.duration_ms === null || a.duration_ms === undefined ? '—' : `${a.duration_ms} ms`) },
-        { label: 'Status', class: 'num', value: (a) => (a.status_code ? String(a.status_code) : '—') },
+        { label: 'Status', class: 'num', value: (a) => (a.status_code ? str(a.status_code) : '—') },
         { label: 'Error', value: (a) => a.error },
         { label: 'Response excerpt', class: 'excerpt', value: (a) => (a.response_excerpt ? h('code', {}, a.response_excerpt) : '—') },
       ], d.attempts || [], { empty: 'No attempt has been made yet.', caption: 'Attempts' })));
