@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::binary::Binary;
 use common::receiver::Receiver;
-use common::{ADMIN, SECRET, TestDb};
+use common::{ADMIN, SECRET, TestDb, TestServer};
 use serde_json::{Value, json};
 use sha2::Digest;
 use zoomhook::zoom::templates::{self, Meeting, Participant};
@@ -83,6 +83,85 @@ async fn the_dashboard_shows_live_events_failed_deliveries_and_attendance_in_a_b
         attempts >= 3,
         "the sink got the event (verbatim) twice, then once more for the retry; it got it {attempts} times"
     );
+}
+
+#[tokio::test]
+async fn stats_count_what_the_receiver_answered_and_what_the_store_holds() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(common::config(&db, &[])).await;
+    let body = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoom/meeting.started.json"),
+    )
+    .expect("fixture");
+    let request_id = Some("req-stats-1");
+    for _ in 0..2 {
+        let answer = server
+            .post_signed("/webhooks/zoom", SECRET, &body, request_id)
+            .await;
+        assert!(answer.status().is_success());
+    }
+    let forged = server
+        .post_signed("/webhooks/zoom", "not-the-secret", &body, None)
+        .await;
+    assert_eq!(forged.status(), 401);
+
+    let stats = server.api("/api/v1/stats").await;
+    assert_eq!(stats["ingest"]["accepted_count"], 1, "{stats:#}");
+    assert_eq!(stats["ingest"]["duplicate_count"], 1, "{stats:#}");
+    assert_eq!(
+        stats["ingest"]["rejected_counts"],
+        json!({"unauthorized": 1}),
+        "{stats:#}"
+    );
+    assert_eq!(stats["deliveries"]["succeeded_count"], 0);
+    assert_eq!(stats["deliveries"]["pending_count"], 0);
+    assert_eq!(stats["deliveries"]["oldest_pending_at"], Value::Null);
+    assert_eq!(stats["sync"]["head"], 1, "{stats:#}");
+    assert_eq!(stats["store"], json!({"backend": "sqlite", "ok": true}));
+    assert!(
+        stats["generated_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{stats:#}"
+    );
+}
+
+#[tokio::test]
+async fn stats_want_the_admin_token_and_the_dashboard_does_not() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(common::config(&db, &[])).await;
+    let http = reqwest::Client::new();
+    let stats = http
+        .get(server.url("/api/v1/stats"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(stats.status(), 401);
+
+    let page = http.get(server.url("/")).send().await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+    let html = page.text().await.expect("body");
+    assert!(html.contains("src=\"/ui/app.js\""), "{html}");
+    let script = http
+        .get(server.url("/ui/app.js"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let missing = http
+        .get(server.url("/ui/nope.js"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(missing.status(), 404);
 }
 
 /// Everything the browser script needs: the server, the bodies to post, what to expect.

@@ -3,7 +3,7 @@
 //! Why plain files and `include_bytes!`: the dashboard is a handful of HTML/CSS/JS files with no
 //! framework and no build step, so what is in `src/ui/assets/` is exactly what the browser runs,
 //! a reviewer reads the same text, and `zoomhook serve` needs nothing on disk. A crate such as
-//! `rust-embed` would add directory walking and compression we do not need for ~100 KB.
+//! `rust-embed` would add directory walking and compression we do not need for ~90 KB.
 //!
 //! The page is a client of the admin API like the CLI: it signs in with an admin token kept in
 //! the tab's `sessionStorage` and sends it as `Authorization: Bearer` (never in a URL, except on
@@ -29,9 +29,9 @@ use sha2::{Digest, Sha256};
 use crate::http_error::HttpError;
 
 /// The policy on every dashboard answer. `connect-src 'self'` covers the same-origin `ws:`/`wss:`
-/// stream (CSP Level 3); `img-src data:` is for nothing but the favicon fallback of some browsers.
+/// stream (CSP Level 3). `form-action 'none'`: every form is handled by the page's script.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; \
+     img-src 'self'; connect-src 'self'; font-src 'self'; manifest-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// One embedded file: its name under `/ui/`, its media type and its bytes.
