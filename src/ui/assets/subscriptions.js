@@ -160,7 +160,7 @@ function secretBox(secret, note) {
 }
 
 function secretPanel(s) {
-  const out = h('div', { 'aria-live': 'polite' });
+  const out = h('div', { 'aria-live': 'polite', class: 'secret-out' });
   if (freshSecret && freshSecret.id === s.id) {
     mount(out, secretBox(freshSecret.secret, 'The generated secret. Configure it in the receiving application; it is also available under “Reveal”.'));
     freshSecret = null;
@@ -175,6 +175,8 @@ function secretPanel(s) {
           answer.previous_secret && h('p', { class: 'small muted' }, 'The previous secret is valid until ', time(answer.previous_secret_expires_at), '.'),
           h('button', { type: 'button', class: 'secondary', onclick: () => mount(out) }, 'Hide'));
       }, { kind: 'secondary' })),
+    out,
+    h('h3', {}, 'Rotate'),
     h('form', { class: 'form-grid', 'aria-label': 'Rotate secret' }, overlap,
       h('div', { class: 'actions' }, actionButton('Rotate secret', async () => {
         const value = overlap.querySelector('input').value.trim();
@@ -184,8 +186,7 @@ function secretPanel(s) {
         });
         mount(out, secretBox(answer.secret || '(not returned)', 'The new secret.'));
         toast('Secret rotated.');
-      }, { kind: 'danger' }))),
-    out);
+      }, { kind: 'danger' }))));
 }
 
 function testPanel(s) {
