@@ -92,9 +92,14 @@ fn number(frame: &str, key: &str) -> Option<i64> {
     rest[..end].parse().ok()
 }
 
-fn received_at_millis(frame: &str) -> Option<i64> {
-    let rest = after(frame, "\"received_at\":\"")?;
+/// The RFC 3339 time of a frame's string field `key` (`"received_at":"`), in epoch ms.
+fn time_field(frame: &str, key: &str) -> Option<i64> {
+    let rest = after(frame, key)?;
     zoomhook::core::clock::parse_time(&rest[..rest.find('"')?])
+}
+
+fn received_at_millis(frame: &str) -> Option<i64> {
+    time_field(frame, "\"received_at\":\"")
 }
 
 fn stream_url(base: &str, token: &str, query: &str) -> String {
@@ -166,7 +171,7 @@ async fn read_frames(mut ws: Ws, stats: Arc<Mutex<Stats>>) {
                     .since_received
                     .record((arrived - ms * 1000).max(1) as u64);
             }
-            if let Some(ms) = number(&text, "\"event_ts\":") {
+            if let Some(ms) = time_field(&text, "\"event_time\":\"") {
                 let _ = stats.since_sent.record((arrived - ms * 1000).max(1) as u64);
             }
         }
@@ -326,9 +331,12 @@ mod tests {
 
     #[test]
     fn reads_the_head_of_a_frame() {
-        let frame = r#"{"type":"event","seq":42,"id":"evt_1","event":"meeting.started","event_ts":1700000000123,"source":"zoom","received_at":"2023-11-14T22:13:20.456Z","object_id":null,"object_uuid":null,"body":{"seq":1,"received_at":"x"}}"#;
+        let frame = r#"{"type":"event","seq":42,"id":"evt_1","event":"meeting.started","event_time":"2023-11-14T22:13:20.123Z","source":"zoom","received_at":"2023-11-14T22:13:20.456Z","object_id":null,"object_uuid":null,"body":{"seq":1,"received_at":"x"}}"#;
         assert_eq!(number(frame, "\"seq\":"), Some(42));
-        assert_eq!(number(frame, "\"event_ts\":"), Some(1_700_000_000_123));
+        assert_eq!(
+            time_field(frame, "\"event_time\":\""),
+            Some(1_700_000_000_123)
+        );
         assert_eq!(received_at_millis(frame), Some(1_700_000_000_456));
     }
 }

@@ -32,7 +32,7 @@ async fn two_subscriptions_with_filters_get_verbatim_signed_events(db: TestDb) {
     assert!(secret_a.starts_with("whsec_"));
     let (_, listed) = (200, server.api("/api/v1/subscriptions").await);
     assert!(
-        listed["data"][0].get("secret").is_none(),
+        listed["data"][0]["secret"].is_null(),
         "the secret is shown only once"
     );
 
@@ -179,7 +179,7 @@ async fn hostile_destinations_are_refused(db: TestDb) {
     );
     let d = first_delivery_when(&server, &id, "failed").await;
     assert!(
-        d["attempts_list"][0]["error"]
+        d["attempts"][0]["error"]
             .as_str()
             .unwrap()
             .contains("refused"),
@@ -274,12 +274,12 @@ async fn concurrent_updates_of_different_fields_are_all_kept(db: TestDb) {
         }
         let got = server.api(&path).await;
         assert_eq!(got["description"], format!("round {round}"), "{got}");
-        assert_eq!(got["timeout_ms"], 7000, "{got}");
+        assert_eq!(got["timeout"], "7s", "{got}");
         assert_eq!(got["max_in_flight"], 3, "{got}");
-        assert_eq!(got["events"], "meeting.*", "{got}");
+        assert_eq!(got["events"], json!(["meeting.*"]), "{got}");
         assert_eq!(got["rate_limit"], 5, "{got}");
         assert_eq!(got["ordering"], "entity", "{got}");
-        assert_eq!(got["headers_map"]["x-team"], "crm", "{got}");
+        assert_eq!(got["headers"]["x-team"], "crm", "{got}");
     }
     server.stop().await;
 }

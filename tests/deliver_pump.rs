@@ -62,11 +62,11 @@ async fn a_backlog_drains_once_each_within_max_in_flight(db: TestDb) {
     let id = sub["id"].as_str().unwrap().to_owned();
     let counts = eventually("every outcome recorded", || async {
         let sub = server.api(&format!("/api/v1/subscriptions/{id}")).await;
-        (sub["deliveries"]["succeeded"] == 60).then_some(sub)
+        (sub["delivery_counts"]["succeeded"] == 60).then_some(sub)
     })
     .await;
-    assert_eq!(counts["deliveries"]["pending"], 0, "{counts}");
-    assert_eq!(counts["deliveries"]["delivering"], 0, "{counts}");
+    assert_eq!(counts["delivery_counts"]["pending"], 0, "{counts}");
+    assert_eq!(counts["delivery_counts"]["delivering"], 0, "{counts}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.count("/hook"), 60, "nothing sent twice");
     server.stop().await;

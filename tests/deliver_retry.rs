@@ -46,7 +46,7 @@ async fn receiver_down_then_up_gets_every_event_with_one_webhook_id(db: TestDb) 
                 .as_array()
                 .unwrap()
                 .iter()
-                .all(|d| d["attempts"].as_i64() >= Some(2));
+                .all(|d| d["attempt_count"].as_i64() >= Some(2));
         all_tried.then_some(page)
     })
     .await;
@@ -66,7 +66,7 @@ async fn receiver_down_then_up_gets_every_event_with_one_webhook_id(db: TestDb) 
         (d["status"] == "succeeded").then_some(d)
     })
     .await;
-    let attempts = detail["attempts_list"].as_array().unwrap();
+    let attempts = detail["attempts"].as_array().unwrap();
     assert!(attempts.len() >= 3, "{detail}");
     assert!(
         attempts[0]["error"].as_str().unwrap().contains("onnect"),
@@ -147,7 +147,7 @@ async fn answers_retry_after_gone_redirect_timeout_and_client_errors(db: TestDb)
     assert!(gone["disabled_reason"].as_str().unwrap().contains("410"));
     let gone_delivery = delivery("/gone").await.unwrap();
     assert_eq!(gone_delivery["status"], "failed");
-    assert_eq!(gone_delivery["attempts"], 1);
+    assert_eq!(gone_delivery["attempt_count"], 1);
 
     // Every other failure is retried on the schedule (3 retries → 4 attempts), then dead-lettered.
     for (path, error) in [
@@ -160,7 +160,7 @@ async fn answers_retry_after_gone_redirect_timeout_and_client_errors(db: TestDb)
             (d["status"] == "failed").then_some(d)
         })
         .await;
-        let attempts = d["attempts_list"].as_array().unwrap();
+        let attempts = d["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 4, "{path}: {d}");
         assert!(attempts.iter().all(|a| a["error"] == error), "{path}: {d}");
     }
@@ -235,7 +235,7 @@ async fn manual_retry_and_replay_by_seq_and_by_entity(db: TestDb) {
     )
     .await;
     assert_eq!(
-        (status, replay["queued"].as_i64()),
+        (status, replay["queued_count"].as_i64()),
         (200, Some(2)),
         "{replay}"
     );
@@ -243,7 +243,7 @@ async fn manual_retry_and_replay_by_seq_and_by_entity(db: TestDb) {
     // A replay leaves deliveries being sent alone: wait until the first replay is recorded.
     eventually("the first replay to be recorded", || async {
         let sub = server.api(&format!("/api/v1/subscriptions/{id}")).await;
-        let d = &sub["deliveries"];
+        let d = &sub["delivery_counts"];
         (d["pending"] == 0 && d["delivering"] == 0).then_some(())
     })
     .await;
@@ -253,7 +253,7 @@ async fn manual_retry_and_replay_by_seq_and_by_entity(db: TestDb) {
         json!({"after_seq": 0, "to_seq": 1}),
     )
     .await;
-    assert_eq!(replay["queued"], 1);
+    assert_eq!(replay["queued_count"], 1);
     let got = receiver.wait_for("/r", before + 3).await;
     let webhook_ids: std::collections::HashSet<&str> =
         got.iter().map(|r| r.header("webhook-id")).collect();
@@ -278,7 +278,7 @@ async fn manual_retry_and_replay_by_seq_and_by_entity(db: TestDb) {
     )
     .await;
     assert_eq!(
-        replay["queued"], 1,
+        replay["queued_count"], 1,
         "only meeting.ended of the log: {replay}"
     );
     let (status, error) = post_json(

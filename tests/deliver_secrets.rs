@@ -87,7 +87,12 @@ async fn zoom_rotation_signs_with_the_previous_secret_until_the_overlap_ends(db:
     .await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["secret"].as_str().unwrap().to_owned();
-    let until = rotated["previous_until"].as_i64().unwrap();
+    let until = zoomhook::core::clock::parse_time(
+        rotated["previous_secret_expires_at"]
+            .as_str()
+            .expect("the rotation says until when the old secret signs"),
+    )
+    .unwrap();
     assert_ne!(new, old);
 
     let signed_with = |r: &common::receiver::Received| {
@@ -221,7 +226,7 @@ async fn a_subscriber_urls_token_never_reaches_attempt_records_or_answers(db: Te
     );
     for (id, (url, error)) in ids.iter().zip(&cases) {
         let d = first_delivery_when(&server, id, "failed").await;
-        let attempts = d["attempts_list"].as_array().unwrap();
+        let attempts = d["attempts"].as_array().unwrap();
         assert!(
             attempts
                 .iter()

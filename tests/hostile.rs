@@ -274,7 +274,7 @@ async fn lookups_by_hostile_values_are_exact(server: &TestServer) {
     let meeting = server
         .api(&format!("/api/v1/meetings/{}", encode(&long_id)))
         .await;
-    assert_eq!(meeting["topic"], "Long\u{FFFD}", "{meeting}");
+    assert_eq!(meeting["name"], "Long\u{FFFD}", "{meeting}");
     // The bounded form shown by the API works as a lookup value too.
     let again = server
         .api(&format!("/api/v1/events?entity={}", encode(&shown_id)))
@@ -287,7 +287,7 @@ async fn lookups_by_hostile_values_are_exact(server: &TestServer) {
         .as_array()
         .expect("data")
         .iter()
-        .filter_map(|p| p["user_name"].as_str())
+        .filter_map(|p| p["name"].as_str())
         .collect();
     assert!(
         names.len() >= 3,
@@ -419,7 +419,7 @@ async fn an_event_sync_cannot_apply_is_quarantined_and_sync_goes_on(db: TestDb) 
     for n in 0..5 {
         let meeting = server.api(&format!("/api/v1/meetings/{}", 5552 + n)).await;
         assert_eq!(
-            meeting["topic"], "after",
+            meeting["name"], "after",
             "events after the quarantined one are applied"
         );
     }

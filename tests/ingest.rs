@@ -428,10 +428,11 @@ async fn event_queries_filter_and_paginate(db: TestDb) {
     // Cursor pagination visits every event once.
     let page = server.api("/api/v1/events?limit=2").await;
     assert_eq!(page["data"].as_array().unwrap().len(), 2);
-    let cursor = page["next_cursor"].as_i64().unwrap();
+    let cursor = page["next_cursor"].as_str().unwrap();
     let page2 = server
-        .api(&format!("/api/v1/events?limit=2&after_seq={cursor}"))
+        .api(&format!("/api/v1/events?limit=2&cursor={cursor}"))
         .await;
+    let cursor: i64 = cursor.parse().unwrap();
     assert_eq!(page2["data"][0]["seq"].as_i64().unwrap(), cursor + 1);
 
     // Bad parameters are refused clearly.

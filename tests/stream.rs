@@ -118,7 +118,7 @@ async fn live_events_arrive_in_order_with_the_original_body(db: TestDb) {
     for (frame, stored) in frames.iter().zip(&stored[3..]) {
         assert_eq!(frame["id"], stored["id"]);
         assert_eq!(frame["event"], stored["event"]);
-        assert_eq!(frame["event_ts"], stored["event_ts"]);
+        assert_eq!(frame["event_time"], stored["event_time"]);
         assert_eq!(frame["source"], "zoom");
         assert_eq!(frame["received_at"], stored["received_at"]);
         let body: Value =

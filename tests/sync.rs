@@ -92,9 +92,9 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
     .await;
     let jan = &participants["data"][0];
     assert_eq!(participants["data"].as_array().unwrap().len(), 1);
-    assert_eq!(jan["user_name"], "Jan");
+    assert_eq!(jan["name"], "Jan");
     assert_eq!(jan["email"], "jan@example.com");
-    assert_eq!(jan["attendance"]["sessions"], 1);
+    assert_eq!(jan["attendance"]["session_count"], 1);
     assert_eq!(
         jan["attendance"]["total_seconds"], 13,
         "12:33:26 → 12:33:39"
@@ -107,21 +107,21 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
     // A string id in meeting.started and a number in meeting.created name the same kind of key.
     let (status, instant) = get(&server, "/api/v1/meetings/86431910364").await;
     assert_eq!(status, 200);
-    assert_eq!(instant["topic"], "Jan's Zoom Meeting");
+    assert_eq!(instant["name"], "Jan's Zoom Meeting");
     let (_, instances) = get(&server, "/api/v1/meetings/86431910364/instances").await;
     let instance = &instances["data"][0];
-    assert_eq!(instance["uuid"], "hwkAADUySwyG3GyUkqc0vA==");
+    assert_eq!(instance["id"], "hwkAADUySwyG3GyUkqc0vA==");
     assert_eq!(instance["status"], "ended");
     assert_eq!(instance["end_time"], "2022-03-23T12:33:39Z");
 
     let (_, meeting) = get(&server, "/api/v1/meetings/1234567890").await;
     assert_eq!(
-        meeting["topic"], "My Meeting (moved)",
+        meeting["name"], "My Meeting (moved)",
         "meeting.updated applied"
     );
     assert_eq!(meeting["status"], "permanently_deleted");
     assert_eq!(
-        meeting["settings"]["join_before_host"],
+        meeting["zoom"]["settings"]["join_before_host"],
         json!(false),
         "created's settings kept"
     );
@@ -129,7 +129,10 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
     let (_, recordings) = get(&server, "/api/v1/recordings?meeting_id=1234567890").await;
     let recording = &recordings["data"][0];
     assert_eq!(recording["status"], "trashed", "trashed after completed");
-    assert_eq!(recording["recording_files"][0]["file_size"], 3328371);
+    assert_eq!(
+        recording["zoom"]["recording_files"][0]["file_size"],
+        3328371
+    );
     assert!(
         recording.get("password").is_none(),
         "the recording password is not copied"
@@ -142,13 +145,13 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
     assert_eq!(inactive["data"].as_array().unwrap().len(), 1);
 
     let (_, webinar) = get(&server, "/api/v1/webinars/1234567890").await;
-    assert_eq!(webinar["topic"], "My Webinar");
+    assert_eq!(webinar["name"], "My Webinar");
     let (_, registrants) = get(&server, "/api/v1/webinars/1234567890/registrants").await;
     assert_eq!(registrants["data"][0]["status"], "approved");
     assert_eq!(registrants["data"][0]["email"], "jchill@example.com");
 
     let (_, emoji) = get(&server, "/api/v1/meetings/987654321").await;
-    assert_eq!(emoji["topic"], "Équipe 🚀 — réunion «hebdo» 会议");
+    assert_eq!(emoji["name"], "Équipe 🚀 — réunion «hebdo» 会议");
 
     // Filters and errors.
     let (_, by_host) = get(&server, "/api/v1/meetings?host=tUo7WohjTs6ELvl9WR3JAA").await;

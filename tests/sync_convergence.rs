@@ -333,7 +333,7 @@ fn in_order_state_follows_zoom_semantics() {
             .collect::<Vec<_>>()
     };
     let meeting = &get("meeting")[0];
-    assert_eq!(meeting["topic"], "Renamed");
+    assert_eq!(meeting["name"], "Renamed");
     assert_eq!(meeting["status"], "recovered");
     assert_eq!(
         meeting["duration"], 30,

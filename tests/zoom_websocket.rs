@@ -119,7 +119,7 @@ async fn events_over_the_websocket_land_in_the_log_and_in_entity_state(db: TestD
         if response.status().is_success() {
             let meeting: Value = response.json().await.expect("json");
             assert_eq!(
-                meeting["topic"], started_value["payload"]["object"]["topic"],
+                meeting["name"], started_value["payload"]["object"]["topic"],
                 "{meeting:#}"
             );
             break;

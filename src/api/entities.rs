@@ -3,24 +3,27 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::api::extract::{Path, Query};
-use crate::core::clock::{parse_time, rfc3339};
+use crate::api::model::Page;
+use crate::api::model::entity::{Entity, Participant};
+use crate::core::clock::parse_time;
 use crate::http_error::HttpError;
 use crate::server::AppState;
 use crate::store::entities::{EntityQuery, MAX_ENTITY_PAGE};
-use crate::sync::doc::EntityDoc;
-use crate::sync::project::{self, EntityRow};
+use crate::sync::project::EntityRow;
 use crate::sync::rules::Kind;
 use crate::sync::status::MeetingStatus;
 
 /// Query parameters shared by the entity lists.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Host user id (meetings, instances, recordings, webinars).
     pub host: Option<String>,
+    /// Status, e.g. `started` (meetings: one of scheduled, started, ended, deleted, recovered, permanently_deleted).
     pub status: Option<String>,
     pub email: Option<String>,
     /// Meeting id (recordings).
@@ -29,17 +32,10 @@ pub struct ListParams {
     pub since: Option<String>,
     /// Start before (RFC 3339 or epoch ms).
     pub until: Option<String>,
-    /// Cursor: the `next_cursor` of the previous page.
-    pub after: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 500 (default 100).
     pub limit: Option<i64>,
-}
-
-/// A page of entities.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EntityPage {
-    pub data: Vec<Value>,
-    /// Pass as `after` for the next page; `null` at the end.
-    pub next_cursor: Option<String>,
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, HttpError> {
@@ -71,41 +67,29 @@ fn query(kind: Kind, parent: Option<String>, p: &ListParams) -> Result<EntityQue
         email: text(&p.email),
         start_from: time_param("since", p.since.as_deref())?,
         start_until: time_param("until", p.until.as_deref())?,
-        after_key: text(&p.after),
+        after_key: text(&p.cursor),
         limit,
     })
 }
 
-/// The JSON an entity is shown as: its current state plus where it stands in the log.
-pub fn view(row: &EntityRow) -> Value {
-    let mut state: Map<String, Value> = serde_json::from_str(&row.state).unwrap_or_default();
-    for (field, ms) in [("start_at", row.start_at), ("end_at", row.end_at)] {
-        if let Some(ms) = ms {
-            state.entry(field).or_insert_with(|| json!(rfc3339(ms)));
-        }
-    }
-    state.insert("updated_seq".into(), json!(row.updated_seq));
-    Value::Object(state)
-}
-
-async fn page(
+async fn page<T>(
     state: &AppState,
     q: EntityQuery,
-    render: impl Fn(&EntityRow) -> Value,
-) -> Result<Json<EntityPage>, HttpError> {
+    render: impl Fn(&EntityRow) -> T,
+) -> Result<Json<Page<T>>, HttpError> {
     let rows = state.store.list_entities(&q).await?;
     Ok(page_of(&q, &rows, render))
 }
 
-fn page_of(
+fn page_of<T>(
     q: &EntityQuery,
     rows: &[EntityRow],
-    render: impl Fn(&EntityRow) -> Value,
-) -> Json<EntityPage> {
+    render: impl Fn(&EntityRow) -> T,
+) -> Json<Page<T>> {
     let next_cursor = (rows.len() as i64 == q.limit)
         .then(|| rows.last().map(|r| r.key.clone()))
         .flatten();
-    Json(EntityPage {
+    Json(Page {
         data: rows.iter().map(render).collect(),
         next_cursor,
     })
@@ -139,46 +123,63 @@ fn meeting_status_param(p: &ListParams) -> Result<(), HttpError> {
 }
 
 /// `GET /api/v1/meetings`
+#[utoipa::path(get, path = "/api/v1/meetings", tag = "meetings", summary = "Meetings, with filters.",
+    params(ListParams),
+    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
 pub async fn meetings(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
-) -> Result<Json<EntityPage>, HttpError> {
+) -> Result<Json<Page<Entity>>, HttpError> {
     meeting_status_param(&p)?;
-    page(&s, query(Kind::Meeting, None, &p)?, view).await
+    page(&s, query(Kind::Meeting, None, &p)?, Entity::from_row).await
 }
 
 /// `GET /api/v1/meetings/{id}`
+#[utoipa::path(get, path = "/api/v1/meetings/{id}", tag = "meetings", summary = "One meeting.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
 pub async fn meeting(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, HttpError> {
-    Ok(Json(view(&one(&s, Kind::Meeting, &id).await?)))
+) -> Result<Json<Entity>, HttpError> {
+    Ok(Json(Entity::from_row(&one(&s, Kind::Meeting, &id).await?)))
 }
 
 /// `GET /api/v1/meetings/{id}/instances`
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/instances", tag = "meetings", summary = "A meeting's instances (occurrences that started).",
+    params(("id" = String, Path), ListParams),
+    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
 pub async fn meeting_instances(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(p): Query<ListParams>,
-) -> Result<Json<EntityPage>, HttpError> {
-    page(&s, query(Kind::Instance, Some(id), &p)?, view).await
+) -> Result<Json<Page<Entity>>, HttpError> {
+    page(&s, query(Kind::Instance, Some(id), &p)?, Entity::from_row).await
 }
 
 /// `GET /api/v1/meeting-instances/{uuid}`
+#[utoipa::path(get, path = "/api/v1/meeting-instances/{uuid}", tag = "meetings", summary = "One meeting instance.",
+    params(("uuid" = String, Path)),
+    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
 pub async fn instance(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
-) -> Result<Json<Value>, HttpError> {
-    Ok(Json(view(&one(&s, Kind::Instance, &uuid).await?)))
+) -> Result<Json<Entity>, HttpError> {
+    Ok(Json(Entity::from_row(
+        &one(&s, Kind::Instance, &uuid).await?,
+    )))
 }
 
 /// `GET /api/v1/meeting-instances/{uuid}/participants` — each participant with sessions and
 /// attendance. An open session of an ended instance counts until the instance's end.
+#[utoipa::path(get, path = "/api/v1/meeting-instances/{uuid}/participants", tag = "meetings", summary = "An instance's participants with sessions and attendance.",
+    params(("uuid" = String, Path), ListParams),
+    responses((status = 200, body = Page<Participant>), crate::api::openapi::Errors))]
 pub async fn participants(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
     Query(p): Query<ListParams>,
-) -> Result<Json<EntityPage>, HttpError> {
+) -> Result<Json<Page<Participant>>, HttpError> {
     let q = query(Kind::Participant, Some(uuid.clone()), &p)?;
     // Participants and the instance's end from one snapshot: open sessions are counted until
     // the end, so a torn read would report them with no time at all.
@@ -188,101 +189,87 @@ pub async fn participants(
         .await?;
     let instance_end = instance.and_then(|i| i.end_at);
     Ok(page_of(&q, &rows, |row| {
-        participant_view(row, instance_end)
+        Participant::from_row(row, instance_end)
     }))
 }
 
-/// A participant with its sessions (times in RFC 3339) and attendance.
-pub fn participant_view(row: &EntityRow, instance_end: Option<i64>) -> Value {
-    let mut value = view(row);
-    let doc: EntityDoc = serde_json::from_str(&row.doc).unwrap_or_default();
-    let sessions = project::sessions(&doc);
-    let summary = project::attendance(&sessions, instance_end);
-    let time = |ms: Option<i64>| ms.map(rfc3339);
-    let rendered: Vec<Value> = sessions
-        .iter()
-        .map(|s| {
-            let seconds = match (s.join_time, s.leave_time.or(instance_end)) {
-                (Some(j), Some(l)) => Some((l - j).max(0) / 1000),
-                _ => None,
-            };
-            json!({
-                "join_time": time(s.join_time),
-                "leave_time": time(s.leave_time),
-                "leave_reason": s.leave_reason,
-                "seconds": seconds,
-            })
-        })
-        .collect();
-    if let Value::Object(map) = &mut value {
-        map.insert("sessions".into(), json!(rendered));
-        map.insert(
-            "attendance".into(),
-            json!({
-                "sessions": summary.sessions,
-                "total_seconds": summary.total_seconds,
-                "first_join": time(summary.first_join),
-                "last_leave": time(summary.last_leave),
-            }),
-        );
-    }
-    value
-}
-
 /// `GET /api/v1/recordings`
+#[utoipa::path(get, path = "/api/v1/recordings", tag = "recordings", summary = "Recordings.",
+    params(ListParams),
+    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
 pub async fn recordings(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
-) -> Result<Json<EntityPage>, HttpError> {
-    page(&s, query(Kind::Recording, None, &p)?, view).await
+) -> Result<Json<Page<Entity>>, HttpError> {
+    page(&s, query(Kind::Recording, None, &p)?, Entity::from_row).await
 }
 
 /// `GET /api/v1/recordings/{uuid}`
+#[utoipa::path(get, path = "/api/v1/recordings/{uuid}", tag = "recordings", summary = "One recording.",
+    params(("uuid" = String, Path)),
+    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
 pub async fn recording(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
-) -> Result<Json<Value>, HttpError> {
-    Ok(Json(view(&one(&s, Kind::Recording, &uuid).await?)))
+) -> Result<Json<Entity>, HttpError> {
+    Ok(Json(Entity::from_row(
+        &one(&s, Kind::Recording, &uuid).await?,
+    )))
 }
 
 /// `GET /api/v1/users`
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", summary = "Users.",
+    params(ListParams),
+    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
 pub async fn users(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
-) -> Result<Json<EntityPage>, HttpError> {
-    page(&s, query(Kind::User, None, &p)?, view).await
+) -> Result<Json<Page<Entity>>, HttpError> {
+    page(&s, query(Kind::User, None, &p)?, Entity::from_row).await
 }
 
 /// `GET /api/v1/users/{id}`
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", summary = "One user.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
 pub async fn user(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, HttpError> {
-    Ok(Json(view(&one(&s, Kind::User, &id).await?)))
+) -> Result<Json<Entity>, HttpError> {
+    Ok(Json(Entity::from_row(&one(&s, Kind::User, &id).await?)))
 }
 
 /// `GET /api/v1/webinars`
+#[utoipa::path(get, path = "/api/v1/webinars", tag = "webinars", summary = "Webinars.",
+    params(ListParams),
+    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
 pub async fn webinars(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
-) -> Result<Json<EntityPage>, HttpError> {
+) -> Result<Json<Page<Entity>>, HttpError> {
     meeting_status_param(&p)?;
-    page(&s, query(Kind::Webinar, None, &p)?, view).await
+    page(&s, query(Kind::Webinar, None, &p)?, Entity::from_row).await
 }
 
 /// `GET /api/v1/webinars/{id}`
+#[utoipa::path(get, path = "/api/v1/webinars/{id}", tag = "webinars", summary = "One webinar.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
 pub async fn webinar(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, HttpError> {
-    Ok(Json(view(&one(&s, Kind::Webinar, &id).await?)))
+) -> Result<Json<Entity>, HttpError> {
+    Ok(Json(Entity::from_row(&one(&s, Kind::Webinar, &id).await?)))
 }
 
 /// `GET /api/v1/webinars/{id}/registrants`
+#[utoipa::path(get, path = "/api/v1/webinars/{id}/registrants", tag = "webinars", summary = "A webinar's registrants.",
+    params(("id" = String, Path), ListParams),
+    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
 pub async fn registrants(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(p): Query<ListParams>,
-) -> Result<Json<EntityPage>, HttpError> {
-    page(&s, query(Kind::Registrant, Some(id), &p)?, view).await
+) -> Result<Json<Page<Entity>>, HttpError> {
+    page(&s, query(Kind::Registrant, Some(id), &p)?, Entity::from_row).await
 }

@@ -4,17 +4,22 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::api::extract::{Body, Path, Query};
-use crate::core::clock::{parse_time, rfc3339};
+use crate::api::model::Page;
+use crate::api::model::delivery::Delivery;
+use crate::api::model::event::{Event, PublishInput, Published};
+use crate::core::clock::parse_time;
 use crate::core::pattern::EventPattern;
 use crate::http_error::HttpError;
 use crate::server::AppState;
 use crate::store::{EventQuery, StoredEvent};
 
 /// Query string of `GET /api/v1/events`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Comma-separated event patterns (`meeting.*,user.created`).
     pub event: Option<String>,
@@ -25,59 +30,18 @@ pub struct ListParams {
     /// Object id or uuid.
     pub entity: Option<String>,
     pub source: Option<String>,
+    /// Events after this seq (ascending order).
     pub after_seq: Option<i64>,
+    /// Events before this seq (descending order).
     pub before_seq: Option<i64>,
     /// `asc` (default) or `desc`.
     pub order: Option<String>,
+    /// The `next_cursor` of the previous page (the same order).
+    pub cursor: Option<String>,
+    /// 1 to 1000 (default 100).
     pub limit: Option<i64>,
     /// Include each event's raw body.
     pub include_body: Option<bool>,
-}
-
-/// One event as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EventView {
-    pub seq: i64,
-    pub id: String,
-    pub source: String,
-    pub event: String,
-    pub event_ts: Option<i64>,
-    pub event_time: Option<String>,
-    pub account_id: Option<String>,
-    pub object_id: Option<String>,
-    pub object_uuid: Option<String>,
-    pub received_at: String,
-    pub request_id: Option<String>,
-    /// The request body exactly as received (a JSON string holding the original text).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-}
-
-/// A page of events.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EventPage {
-    pub data: Vec<EventView>,
-    /// Pass as `after_seq` (or `before_seq` with `order=desc`) for the next page; `null` at the end.
-    pub next_cursor: Option<i64>,
-}
-
-impl EventView {
-    fn from_stored(e: StoredEvent, include_body: bool) -> EventView {
-        EventView {
-            seq: e.seq,
-            event_time: e.event_ts.map(rfc3339),
-            received_at: rfc3339(e.received_at),
-            body: include_body.then(|| String::from_utf8_lossy(&e.body).into_owned()),
-            id: e.id,
-            source: e.source,
-            event: e.event,
-            event_ts: e.event_ts,
-            account_id: e.account_id,
-            object_id: e.object_id,
-            object_uuid: e.object_uuid,
-            request_id: e.request_id,
-        }
-    }
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, HttpError> {
@@ -110,48 +74,73 @@ pub fn to_query(p: &ListParams) -> Result<EventQuery, HttpError> {
             crate::store::query::MAX_PAGE
         )));
     }
+    let cursor = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            HttpError::bad_request("`cursor` must be the `next_cursor` of an earlier page")
+        })?),
+        None => None,
+    };
+    // A cursor continues in the page's direction: after its seq going up, before it going down.
+    let (after_seq, before_seq) = match (cursor, descending) {
+        (Some(c), false) => (Some(p.after_seq.map_or(c, |a| a.max(c))), p.before_seq),
+        (Some(c), true) => (p.after_seq, Some(p.before_seq.map_or(c, |b| b.min(c)))),
+        (None, _) => (p.after_seq, p.before_seq),
+    };
     Ok(EventQuery {
         patterns,
         since: time_param("since", p.since.as_deref())?,
         until: time_param("until", p.until.as_deref())?,
         entity: p.entity.clone().filter(|s| !s.is_empty()),
         source: p.source.clone().filter(|s| !s.is_empty()),
-        after_seq: p.after_seq,
-        before_seq: p.before_seq,
+        after_seq,
+        before_seq,
         descending,
         limit,
     })
 }
 
 /// `GET /api/v1/events`
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    summary = "Events of the log, filtered, oldest first (or newest with `order=desc`).",
+    params(ListParams),
+    responses((status = 200, body = Page<Event>), crate::api::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
-) -> Result<Json<EventPage>, HttpError> {
+) -> Result<Json<Page<Event>>, HttpError> {
     let query = to_query(&params)?;
     let events = state.store.list_events(&query).await?;
-    let full_page = events.len() as i64 == query.limit;
-    let next_cursor = full_page.then(|| events.last().map(|e| e.seq)).flatten();
     let include_body = params.include_body.unwrap_or(false);
-    Ok(Json(EventPage {
-        data: events
-            .into_iter()
-            .map(|e| EventView::from_stored(e, include_body))
-            .collect(),
-        next_cursor,
-    }))
+    let data = events
+        .into_iter()
+        .map(|e| Event::from_stored(e, include_body))
+        .collect();
+    Ok(Json(Page::of(data, query.limit, |e: &Event| {
+        e.seq.to_string()
+    })))
 }
 
-/// `GET /api/v1/events/{id}` — metadata and the raw body.
+/// `GET /api/v1/events/{id}` — metadata, the raw body and the event's deliveries.
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
+    summary = "One event with its body as received and where it was delivered.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Event), crate::api::openapi::Errors))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<EventView>, HttpError> {
+) -> Result<Json<Event>, HttpError> {
     let event = find(&state, &id).await?;
-    Ok(Json(EventView::from_stored(event, true)))
+    let deliveries = state.store.deliveries_for_event(event.seq).await?;
+    let mut view = Event::from_stored(event, true);
+    view.deliveries = Some(deliveries.into_iter().map(Delivery::from_row).collect());
+    Ok(Json(view))
 }
 
 /// `GET /api/v1/events/{id}/raw` — the body exactly as Zoom sent it.
+#[utoipa::path(get, path = "/api/v1/events/{id}/raw", tag = "events",
+    summary = "The event's body, byte for byte as received.",
+    params(("id" = String, Path)),
+    responses((status = 200, content_type = "application/json", body = Object, description = "The body as received"), crate::api::openapi::Errors))]
 pub async fn raw(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -168,21 +157,12 @@ async fn find(state: &AppState, id: &str) -> Result<StoredEvent, HttpError> {
         .ok_or_else(|| HttpError::not_found(format!("no event with id {id:?}")))
 }
 
-/// The body of `POST /api/v1/events`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishInput {
-    /// `family.action`, e.g. `case.updated`.
-    pub event: String,
-    pub payload: serde_json::Value,
-    /// Publishing twice with the same key stores the event once (within the dedupe window).
-    pub idempotency_key: Option<String>,
-    /// When it happened (epoch ms); default now.
-    pub event_ts: Option<i64>,
-}
-
 /// `POST /api/v1/events` — the team's own applications publish their own events into the log,
 /// to be fanned out like Zoom's (same filters, signing, retries, replay). Source `api`.
+#[utoipa::path(post, path = "/api/v1/events", tag = "events",
+    summary = "Publish an event of your own into the log, to be fanned out like Zoom's.",
+    request_body = PublishInput,
+    responses((status = 201, body = Published, description = "Stored"), (status = 200, body = Published, description = "A duplicate of an earlier publish with the same idempotency key"), crate::api::openapi::Errors))]
 pub async fn publish(
     State(state): State<AppState>,
     Body(body): Body,
@@ -211,9 +191,15 @@ pub async fn publish(
         return Err(HttpError::bad_request("`payload` must be a JSON object"));
     }
     let now = crate::core::clock::now_millis();
+    let event_ts = match &input.event_time {
+        None | Some(serde_json::Value::Null) => now,
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(bad_event_time)?,
+        Some(serde_json::Value::String(t)) => parse_time(t).ok_or_else(bad_event_time)?,
+        Some(_) => return Err(bad_event_time()),
+    };
     let event = serde_json::json!({
         "event": input.event,
-        "event_ts": input.event_ts.unwrap_or(now),
+        "event_ts": event_ts,
         "payload": input.payload,
     });
     let bytes = axum::body::Bytes::from(event.to_string());
@@ -240,11 +226,18 @@ pub async fn publish(
             (axum::http::StatusCode::OK, "duplicate", id, seq)
         }
     };
-    Ok((
-        status,
-        Json(serde_json::json!({"status": outcome, "id": id, "seq": seq})),
+    let published = Published {
+        status: outcome.to_owned(),
+        id,
+        seq,
+    };
+    Ok((status, Json(published)).into_response())
+}
+
+fn bad_event_time() -> HttpError {
+    HttpError::bad_request(
+        "`event_time` must be RFC 3339 (2024-05-01T00:00:00Z) or epoch milliseconds",
     )
-        .into_response())
 }
 
 /// A repeated idempotency key must come with the same request (event name and payload): a key

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::config::{DEFAULT_SOURCE, SourceConfig};
 use crate::core::clock::rfc3339;
@@ -20,7 +21,7 @@ use crate::store::{EventQuery, Leader};
 const RECENT_GAPS: i64 = 10;
 
 /// One gap of a WebSocket source.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct GapView {
     pub from: Option<String>,
     pub to: Option<String>,
@@ -34,7 +35,7 @@ pub struct GapView {
 }
 
 /// One inbound source.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SourceView {
     pub name: String,
     /// `webhook` or `zoom_websocket`.
@@ -63,9 +64,11 @@ pub struct SourceView {
 }
 
 /// `GET /api/v1/sources`
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SourceList {
     pub data: Vec<SourceView>,
+    /// Always `null`: every source is on the one page.
+    pub next_cursor: Option<String>,
     /// This instance.
     pub instance: String,
     /// Who leads each single-reader role (sync, fan-out, `source:NAME`).
@@ -73,6 +76,9 @@ pub struct SourceList {
 }
 
 /// `GET /api/v1/sources`
+#[utoipa::path(get, path = "/api/v1/sources", tag = "operations",
+    summary = "Every inbound source with its state; WebSocket sources with their leader and recent gaps.",
+    responses((status = 200, body = SourceList), crate::api::openapi::Errors))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<SourceList>, HttpError> {
     let leaders = leaders(&state).await?;
     let mut data = Vec::with_capacity(state.config.sources.len());
@@ -81,6 +87,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SourceList>, Htt
     }
     Ok(Json(SourceList {
         data,
+        next_cursor: None,
         instance: state.leadership.instance().to_owned(),
         leaders,
     }))

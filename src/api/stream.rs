@@ -31,7 +31,8 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Query string of `GET /api/v1/stream`. Kept as text and parsed after the token is checked, so
 /// a client without a token learns nothing about its other parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamParams {
     /// Comma-separated event patterns (`meeting.*,recording.completed`).
     pub events: Option<String>,
@@ -42,6 +43,13 @@ pub struct StreamParams {
 }
 
 /// `GET /api/v1/stream`
+#[utoipa::path(get, path = "/api/v1/stream", tag = "operations",
+    summary = "WebSocket: every matching event as a JSON text frame, in log order, resumable with `after_seq`.",
+    params(StreamParams),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 426, body = crate::api::model::ApiError, description = "Not a WebSocket handshake"),
+        crate::api::openapi::Errors))]
 pub async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,5 +1,5 @@
-//! `/api/v1/subscriptions…` and `/api/v1/deliveries…`: outbound subscriptions, their deliveries
-//! and attempts, manual retry, replay and a test send.
+//! `/api/v1/subscriptions…`: outbound subscriptions, their secrets, deliveries, replay and a
+//! test send.
 
 use std::sync::Arc;
 
@@ -8,19 +8,20 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
-use crate::api::extract::{Body, Path, Query};
+use crate::api::extract::{Body, Path};
+use crate::api::model::Page;
+use crate::api::model::delivery::{ReplayInput, Replayed, TestSend};
+use crate::api::model::subscription::{Secrets, Subscription};
 use crate::core::clock::{now_millis, parse_time};
 use crate::core::pattern::EventPattern;
 use crate::deliver::subscription::{self, SubscriptionInput};
 use crate::deliver::worker::{self, Deliverer};
 use crate::http_error::HttpError;
 use crate::server::AppState;
-use crate::store::deliveries::{
-    Claimed, Delivery, DeliveryCounts, MAX_DELIVERIES_BY_ID, ReplayRange, Subscription,
-};
+use crate::store::deliveries::{self as rows, Claimed, ReplayRange};
 
 /// Parses a JSON request body with an error that says what is wrong.
 pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
@@ -28,35 +29,19 @@ pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
         .map_err(|e| HttpError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// A subscription as the API shows it (never the secret, except right after it was made).
-#[derive(Debug, Serialize)]
-pub struct SubscriptionView {
-    #[serde(flatten)]
-    pub subscription: Subscription,
-    pub headers_map: Value,
-    pub deliveries: DeliveryCounts,
-    /// Only in the answer to a create or a rotation, and only a generated one: a secret the user
-    /// gave is theirs already and is not echoed into terminals and logs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-}
-
+/// A subscription as the API shows it; `secret` only when it should be handed out.
 async fn view(
     state: &AppState,
-    sub: Subscription,
+    sub: rows::Subscription,
     secret: bool,
-) -> Result<SubscriptionView, HttpError> {
-    let deliveries = state.store.delivery_counts(&sub.id).await?;
-    Ok(SubscriptionView {
-        headers_map: serde_json::from_str(&sub.headers).unwrap_or(json!({})),
-        // An email is not signed: its subscription has no secret to hand out.
-        secret: (secret && sub.kind != "email").then(|| sub.secret.clone()),
-        subscription: sub,
-        deliveries,
-    })
+) -> Result<Subscription, HttpError> {
+    let counts = state.store.delivery_counts(&sub.id).await?;
+    // An email is not signed: its subscription has no secret to hand out.
+    let secret = (secret && sub.kind != "email").then(|| sub.secret.clone());
+    Ok(Subscription::from_row(sub, counts, secret))
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Subscription, HttpError> {
+async fn find(state: &AppState, id: &str) -> Result<rows::Subscription, HttpError> {
     state
         .store
         .get_subscription(id)
@@ -80,7 +65,7 @@ fn invalid(e: subscription::InvalidField) -> HttpError {
 
 /// A subscription this server could never deliver is refused when it is saved, not discovered
 /// later in its failed deliveries: email needs `smtp_url`.
-fn deliverable(state: &AppState, sub: &Subscription) -> Result<(), HttpError> {
+fn deliverable(state: &AppState, sub: &rows::Subscription) -> Result<(), HttpError> {
     if sub.kind == "email" && state.config.delivery.smtp_url.is_none() {
         return Err(HttpError::bad_request(
             "email subscriptions need an SMTP server, and this server has none: set smtp_url (ZOOMHOOK_SMTP_URL, e.g. smtp://mail.example.com:587) and restart",
@@ -90,6 +75,10 @@ fn deliverable(state: &AppState, sub: &Subscription) -> Result<(), HttpError> {
 }
 
 /// `POST /api/v1/subscriptions`
+#[utoipa::path(post, path = "/api/v1/subscriptions", tag = "subscriptions",
+    summary = "Create a subscription; the answer holds the generated secret, once.",
+    request_body = SubscriptionInput,
+    responses((status = 201, body = Subscription), crate::api::openapi::Errors))]
 pub async fn create(
     State(state): State<AppState>,
     Body(body): Body,
@@ -105,21 +94,41 @@ pub async fn create(
 }
 
 /// `GET /api/v1/subscriptions`
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "subscriptions",
+    summary = "Every subscription (one page: they are few).",
+    responses((status = 200, body = Page<Subscription>), crate::api::openapi::Errors))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Page<Subscription>>, HttpError> {
     let mut data = Vec::new();
     for sub in state.store.list_subscriptions().await? {
         data.push(view(&state, sub, false).await?);
     }
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(Page::complete(data)))
 }
 
 /// `GET /api/v1/subscriptions/{id}`
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+    summary = "One subscription, with its delivery counts.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Subscription), crate::api::openapi::Errors))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<SubscriptionView>, HttpError> {
+) -> Result<Json<Subscription>, HttpError> {
     let sub = find(&state, &id).await?;
     Ok(Json(view(&state, sub, false).await?))
+}
+
+/// `GET /api/v1/subscriptions/{id}/secret`
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}/secret", tag = "subscriptions",
+    summary = "The subscription's signing secret, and the previous one while a rotation overlaps.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Secrets), crate::api::openapi::Errors))]
+pub async fn secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Secrets>, HttpError> {
+    let sub = find(&state, &id).await?;
+    Ok(Json(Secrets::of(&sub)))
 }
 
 /// `PATCH /api/v1/subscriptions/{id}` — any field of the create request; `rotate_secret: true`
@@ -127,11 +136,16 @@ pub async fn show(
 /// the old one keeps signing for `rotation_overlap`:
 /// beside the new one (`standard`), or instead of it until the overlap ends (`zoom`, whose
 /// header carries one signature).
+#[utoipa::path(patch, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+    summary = "Change any field; `rotate_secret: true` rotates the secret (a generated one is in the answer, once).",
+    params(("id" = String, Path)),
+    request_body = SubscriptionInput,
+    responses((status = 200, body = Subscription), crate::api::openapi::Errors))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<SubscriptionView>, HttpError> {
+) -> Result<Json<Subscription>, HttpError> {
     let input: SubscriptionInput = json_body(&body)?;
     let new_generated_secret = input.rotate_secret == Some(true) && input.secret.is_none();
     let enabling = input.enabled == Some(true);
@@ -162,6 +176,10 @@ pub async fn update(
 }
 
 /// `DELETE /api/v1/subscriptions/{id}` — with its deliveries and attempts.
+#[utoipa::path(delete, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+    summary = "Delete a subscription with its deliveries and attempts.",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), crate::api::openapi::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -174,130 +192,17 @@ pub async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DeliveryParams {
-    pub status: Option<String>,
-    pub before_seq: Option<i64>,
-    pub limit: Option<i64>,
-    /// Comma-separated delivery ids (at most [`MAX_DELIVERIES_BY_ID`]): exactly these, e.g. the
-    /// ones a replay queued, which is how `zoomhook replay` follows its own deliveries.
-    pub ids: Option<String>,
-}
-
-/// `GET /api/v1/subscriptions/{id}/deliveries` — newest event first; `before_seq` pages; or the
-/// deliveries named by `ids`.
-pub async fn deliveries(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(p): Query<DeliveryParams>,
-) -> Result<Json<Value>, HttpError> {
-    find(&state, &id).await?;
-    if let Some(ids) = &p.ids {
-        return deliveries_by_id(&state, &id, ids).await;
-    }
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(HttpError::bad_request("`limit` must be between 1 and 1000"));
-    }
-    if let Some(status) = &p.status
-        && !matches!(
-            status.as_str(),
-            "pending" | "delivering" | "succeeded" | "failed"
-        )
-    {
-        return Err(HttpError::bad_request(
-            "`status` must be pending, delivering, succeeded or failed",
-        ));
-    }
-    let data: Vec<Delivery> = state
-        .store
-        .list_deliveries(&id, p.status.as_deref(), p.before_seq, limit)
-        .await?;
-    let next_cursor = (data.len() as i64 == limit)
-        .then(|| data.last().map(|d| d.event_seq))
-        .flatten();
-    Ok(Json(json!({ "data": data, "next_cursor": next_cursor })))
-}
-
-/// The `ids=` form of the deliveries list: the subscription's deliveries among those named.
-async fn deliveries_by_id(
-    state: &AppState,
-    subscription_id: &str,
-    ids: &str,
-) -> Result<Json<Value>, HttpError> {
-    let ids: Vec<String> = ids
-        .split(',')
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .collect();
-    // Delivery ids are `msg_` + ULIDs: anything else (a NUL, a megabyte) cannot name one, and is
-    // refused here rather than handed to a store that may reject it less clearly.
-    let plausible = |id: &String| id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic());
-    if ids.is_empty() || ids.len() > MAX_DELIVERIES_BY_ID || !ids.iter().all(plausible) {
-        return Err(HttpError::bad_request(format!(
-            "`ids` must name 1 to {MAX_DELIVERIES_BY_ID} delivery ids (msg_…), comma-separated"
-        )));
-    }
-    let data = state.store.deliveries_by_id(subscription_id, &ids).await?;
-    Ok(Json(json!({ "data": data, "next_cursor": null })))
-}
-
-/// `GET /api/v1/deliveries/{id}` — with every attempt.
-pub async fn delivery(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, HttpError> {
-    let (delivery, attempts) = state
-        .store
-        .get_delivery(&id)
-        .await?
-        .ok_or_else(|| HttpError::not_found(format!("no delivery {id:?}")))?;
-    let mut value = serde_json::to_value(&delivery).unwrap_or_default();
-    if let Value::Object(map) = &mut value {
-        map.insert("attempts_list".into(), json!(attempts));
-    }
-    Ok(Json(value))
-}
-
-/// `POST /api/v1/deliveries/{id}/retry` — due now, with a fresh retry schedule.
-pub async fn retry(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, HttpError> {
-    if !state.store.retry_delivery(&id, now_millis()).await? {
-        return Err(match state.store.get_delivery(&id).await? {
-            Some(_) => HttpError::conflict(format!("delivery {id:?} is being sent right now")),
-            None => HttpError::not_found(format!("no delivery {id:?}")),
-        });
-    }
-    state.deliveries_queued.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": id, "status": "pending"})),
-    )
-        .into_response())
-}
-
-/// The body of a replay request.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayInput {
-    pub after_seq: Option<i64>,
-    pub to_seq: Option<i64>,
-    /// RFC 3339 or epoch ms (received time).
-    pub since: Option<String>,
-    pub until: Option<String>,
-    /// Only the events of one entity, e.g. a meeting id.
-    pub entity: Option<String>,
-}
-
 /// `POST /api/v1/subscriptions/{id}/replay` — re-queues the matching events of a range.
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/replay", tag = "subscriptions",
+    summary = "Queue again the subscription's events of a range (by seq, time or entity); an empty body replays everything it matches.",
+    params(("id" = String, Path)),
+    request_body(content = Option<ReplayInput>),
+    responses((status = 200, body = Replayed), crate::api::openapi::Errors))]
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Replayed>, HttpError> {
     let input: ReplayInput = if body.is_empty() {
         ReplayInput::default()
     } else {
@@ -322,24 +227,29 @@ pub async fn replay(
     };
     let patterns =
         EventPattern::parse_list(&sub.events).map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let ids = state
-        .store
-        .replay_ids(&sub, &patterns, &range, now_millis())
-        .await?;
+    let now = now_millis();
+    let ids = state.store.replay_ids(&sub, &patterns, &range, now).await?;
     state.deliveries_queued.notify_one();
     // The ids let the caller follow exactly what this replay queued (`?ids=` on the deliveries
     // list), not the subscription's running totals, which other events move too.
-    Ok(Json(
-        json!({ "subscription_id": sub.id, "queued": ids.len(), "deliveries": ids }),
-    ))
+    Ok(Json(Replayed {
+        subscription_id: sub.id,
+        queued_at: crate::api::model::time(now),
+        queued_count: ids.len(),
+        delivery_ids: ids,
+    }))
 }
 
 /// `POST /api/v1/subscriptions/{id}/test` — one signed test delivery, sent now, not queued;
 /// answers what the endpoint said.
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/test", tag = "subscriptions",
+    summary = "Send one signed `zoomhook.test` event now (not queued) and answer what the endpoint said.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = TestSend), crate::api::openapi::Errors))]
 pub async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<TestSend>, HttpError> {
     let sub = find(&state, &id).await?;
     let now = now_millis();
     let body = json!({"event": "zoomhook.test", "event_ts": now, "payload": {"object": {"subscription_id": sub.id}}});
@@ -360,7 +270,7 @@ pub async fn test(
         appender: None,
     };
     let claimed = Claimed {
-        delivery: Delivery {
+        delivery: rows::Delivery {
             id: crate::core::ids::new_id("msg"),
             subscription_id: sub.id.clone(),
             event_seq: 0,
@@ -381,11 +291,11 @@ pub async fn test(
     };
     let completion = worker::send(&deliverer, &sub, claimed, now).await;
     let a = completion.attempt;
-    Ok(Json(json!({
-        "ok": a.error.is_none(),
-        "status_code": a.status_code,
-        "duration_ms": a.duration_ms,
-        "error": a.error,
-        "response_excerpt": a.response_excerpt,
-    })))
+    Ok(Json(TestSend {
+        ok: a.error.is_none(),
+        status_code: a.status_code,
+        duration_ms: a.duration_ms,
+        error: a.error,
+        response_excerpt: a.response_excerpt,
+    }))
 }

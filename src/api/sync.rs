@@ -1,9 +1,12 @@
 //! `/api/v1/sync`: where the entity sync reader stands, and the log entries it quarantined.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use crate::api::extract::Query;
+use crate::api::model::Page;
 use crate::core::clock::rfc3339;
 use crate::http_error::HttpError;
 use crate::server::AppState;
@@ -11,7 +14,7 @@ use crate::store::QuarantinedEvent;
 use crate::sync::READER;
 
 /// `GET /api/v1/sync`
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SyncStatus {
     /// The last `seq` the reader consumed (applied or quarantined).
     pub seq: i64,
@@ -24,6 +27,9 @@ pub struct SyncStatus {
 }
 
 /// `GET /api/v1/sync`
+#[utoipa::path(get, path = "/api/v1/sync", tag = "operations",
+    summary = "Where the entity sync reader stands in the log.",
+    responses((status = 200, body = SyncStatus), crate::api::openapi::Errors))]
 pub async fn status(State(state): State<AppState>) -> Result<Json<SyncStatus>, HttpError> {
     let position = state.store.reader_position(READER).await?;
     let head = state.store.head_seq().await?;
@@ -36,14 +42,19 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<SyncStatus>, H
 }
 
 /// Query string of `GET /api/v1/sync/quarantine`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QuarantineParams {
+    /// Entries after this seq.
     pub after_seq: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 1000 (default 100).
     pub limit: Option<i64>,
 }
 
 /// One quarantined log entry.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QuarantineView {
     pub seq: i64,
     /// The event's id (`GET /api/v1/events/{id}` shows it with its body).
@@ -51,14 +62,6 @@ pub struct QuarantineView {
     pub event: String,
     pub error: String,
     pub quarantined_at: String,
-}
-
-/// A page of quarantined entries.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct QuarantinePage {
-    pub data: Vec<QuarantineView>,
-    /// Pass as `after_seq` for the next page; `null` at the end.
-    pub next_cursor: Option<i64>,
 }
 
 impl From<QuarantinedEvent> for QuarantineView {
@@ -74,23 +77,28 @@ impl From<QuarantinedEvent> for QuarantineView {
 }
 
 /// `GET /api/v1/sync/quarantine` — entries sync skipped because they could not be applied.
+#[utoipa::path(get, path = "/api/v1/sync/quarantine", tag = "operations",
+    summary = "Log entries sync skipped because they could not be applied.",
+    params(QuarantineParams),
+    responses((status = 200, body = Page<QuarantineView>), crate::api::openapi::Errors))]
 pub async fn quarantine(
     State(state): State<AppState>,
     Query(params): Query<QuarantineParams>,
-) -> Result<Json<QuarantinePage>, HttpError> {
+) -> Result<Json<Page<QuarantineView>>, HttpError> {
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(HttpError::bad_request("`limit` must be between 1 and 1000"));
     }
-    let rows = state
-        .store
-        .list_quarantined(READER, params.after_seq.unwrap_or(0), limit)
-        .await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|q| q.seq))
-        .flatten();
-    Ok(Json(QuarantinePage {
-        data: rows.into_iter().map(QuarantineView::from).collect(),
-        next_cursor,
-    }))
+    let cursor = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            HttpError::bad_request("`cursor` must be the `next_cursor` of an earlier page")
+        })?,
+        None => 0,
+    };
+    let after = params.after_seq.unwrap_or(0).max(cursor);
+    let rows = state.store.list_quarantined(READER, after, limit).await?;
+    let data = rows.into_iter().map(QuarantineView::from).collect();
+    Ok(Json(Page::of(data, limit, |q: &QuarantineView| {
+        q.seq.to_string()
+    })))
 }

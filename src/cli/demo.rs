@@ -177,8 +177,8 @@ async fn show_attendance(base: &str, token: &str, meetings: &[Meeting]) {
         for p in page["data"].as_array().into_iter().flatten() {
             println!(
                 "  {:<24} {} session(s), {} s",
-                p["user_name"].as_str().unwrap_or("?"),
-                p["attendance"]["sessions"],
+                p["name"].as_str().unwrap_or("?"),
+                p["attendance"]["session_count"],
                 p["attendance"]["total_seconds"]
             );
         }

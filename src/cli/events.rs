@@ -9,7 +9,9 @@ use clap::{Args, Subcommand};
 use super::ClientArgs;
 use super::client::{AdminClient, NotFoundHint};
 use super::time_filter::{self, TimeFilter};
-use crate::api::events::{EventPage, EventView};
+use crate::api::model::Page;
+use crate::api::model::event::Event;
+use crate::cli::show_time;
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
@@ -123,7 +125,7 @@ pub async fn run(cmd: EventsCommand) -> anyhow::Result<()> {
             let mut query = filter.query();
             query.push(("limit", limit.to_string()));
             query.push(("order", if oldest_first { "asc" } else { "desc" }.into()));
-            let page: EventPage = api.get_json("/api/v1/events", &query).await?;
+            let page: Page<Event> = api.get_json("/api/v1/events", &query).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&page.data)?);
             } else {
@@ -142,7 +144,7 @@ pub async fn run(cmd: EventsCommand) -> anyhow::Result<()> {
                     .hint_if_not_found(HINT)?;
                 std::io::stdout().write_all(&response.bytes().await?)?;
             } else {
-                let event: EventView = api.get_json(&path, &[]).await.hint_if_not_found(HINT)?;
+                let event: Event = api.get_json(&path, &[]).await.hint_if_not_found(HINT)?;
                 println!("{}", serde_json::to_string_pretty(&event)?);
             }
             Ok(())
@@ -162,9 +164,9 @@ pub async fn run(cmd: EventsCommand) -> anyhow::Result<()> {
     }
 }
 
-fn print_table(events: &[EventView]) {
+fn print_table(events: &[Event]) {
     println!(
-        "{:>8}  {:<30}  {:<28}  {:<24}  {:<14}  ID",
+        "{:>8}  {:<27}  {:<28}  {:<24}  {:<14}  ID",
         "SEQ", "RECEIVED", "EVENT", "OBJECT", "SOURCE"
     );
     for e in events {
@@ -174,8 +176,13 @@ fn print_table(events: &[EventView]) {
             .or(e.object_uuid.as_deref())
             .unwrap_or("-");
         println!(
-            "{:>8}  {:<30}  {:<28}  {:<24}  {:<14}  {}",
-            e.seq, e.received_at, e.event, object, e.source, e.id
+            "{:>8}  {:<27}  {:<28}  {:<24}  {:<14}  {}",
+            e.seq,
+            show_time::local(&e.received_at),
+            e.event,
+            object,
+            e.source,
+            e.id
         );
     }
 }
@@ -200,7 +207,7 @@ async fn export(
         query.push(("after_seq", cursor.to_string()));
         query.push(("limit", "1000".into()));
         query.push(("include_body", "true".into()));
-        let page: EventPage = api.get_json("/api/v1/events", &query).await?;
+        let page: Page<Event> = api.get_json("/api/v1/events", &query).await?;
         for e in &page.data {
             serde_json::to_writer(&mut out, e)?;
             out.write_all(b"\n")?;

@@ -8,7 +8,9 @@ use serde_json::Value;
 use super::ClientArgs;
 use super::client::{AdminClient, is_not_found, with_hint};
 use super::time_filter::{self, TimeFilter};
-use crate::api::entities::EntityPage;
+use crate::api::model::Page;
+use crate::api::model::entity::{Entity, Participant};
+use crate::cli::show_time;
 use crate::sync::status::MeetingStatus;
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +42,9 @@ pub enum MeetingsCommand {
     Show {
         /// Meeting id.
         id: String,
+        /// Print JSON (`{"meeting", "instances"}`) instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -51,8 +56,11 @@ pub struct AttendanceArgs {
     /// Meeting instance uuid (from `zoomhook meetings show`).
     pub uuid: String,
     /// CSV (one row per participant) instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub csv: bool,
+    /// Print JSON (every participant with sessions and attendance) instead of a table.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -100,7 +108,7 @@ pub async fn run(cmd: MeetingsCommand) -> anyhow::Result<()> {
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
             query.push(("limit", limit.to_string()));
-            let page: EntityPage = api.get_json("/api/v1/meetings", &query).await?;
+            let page: Page<Entity> = api.get_json("/api/v1/meetings", &query).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&page.data)?);
                 return Ok(());
@@ -112,11 +120,11 @@ pub async fn run(cmd: MeetingsCommand) -> anyhow::Result<()> {
             for m in &page.data {
                 println!(
                     "{:<14}  {:<20}  {:<22}  {:<24}  {}",
-                    text(&m["id"]),
-                    text(&m["status"]),
-                    text(&m["host_id"]),
-                    text(&m["start_time"]),
-                    text(&m["topic"])
+                    m.id,
+                    m.status.as_deref().unwrap_or("-"),
+                    m.host_id.as_deref().unwrap_or("-"),
+                    show_time::local_opt(m.start_time.as_deref()),
+                    m.name.as_deref().unwrap_or("")
                 );
             }
             if page.next_cursor.is_some() {
@@ -124,9 +132,9 @@ pub async fn run(cmd: MeetingsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        MeetingsCommand::Show { id, client } => {
+        MeetingsCommand::Show { id, json, client } => {
             let api = AdminClient::new(&client)?;
-            let meeting: Value = match api
+            let meeting: Entity = match api
                 .get_json(&format!("/api/v1/meetings/{}", path_segment(&id)), &[])
                 .await
             {
@@ -134,24 +142,45 @@ pub async fn run(cmd: MeetingsCommand) -> anyhow::Result<()> {
                 Err(e) if is_not_found(&e) => return Err(meeting_not_found(&api, &id, e).await),
                 Err(e) => return Err(e),
             };
-            println!("{}", serde_json::to_string_pretty(&meeting)?);
-            let instances: EntityPage = api
+            let instances: Page<Entity> = api
                 .get_json(
                     &format!("/api/v1/meetings/{}/instances", path_segment(&id)),
                     &[("limit", "1000".into())],
                 )
                 .await?;
+            if json {
+                let both = serde_json::json!({"meeting": meeting, "instances": instances.data});
+                println!("{}", serde_json::to_string_pretty(&both)?);
+                return Ok(());
+            }
+            print_meeting(&meeting);
             println!("\n{} occurrence(s):", instances.data.len());
             for i in &instances.data {
                 println!(
                     "  {:<28}  {:<8}  {} → {}",
-                    text(&i["uuid"]),
-                    text(&i["status"]),
-                    text(&i["start_time"]),
-                    text(&i["end_time"])
+                    i.id,
+                    i.status.as_deref().unwrap_or("-"),
+                    show_time::local_opt(i.start_time.as_deref()),
+                    show_time::local_opt(i.end_time.as_deref())
                 );
             }
             Ok(())
+        }
+    }
+}
+
+/// A meeting for people: the envelope, then Zoom's fields.
+fn print_meeting(m: &Entity) {
+    println!("meeting {}  {}", m.id, m.name.as_deref().unwrap_or(""));
+    println!("  status  {}", m.status.as_deref().unwrap_or("-"));
+    println!("  host    {}", m.host_id.as_deref().unwrap_or("-"));
+    println!(
+        "  start   {}",
+        show_time::local_opt(m.start_time.as_deref())
+    );
+    for (field, value) in &m.zoom {
+        if !matches!(field.as_str(), "id" | "topic" | "host_id" | "start_time") {
+            println!("  {field:<7} {}", text(value));
         }
     }
 }
@@ -212,14 +241,14 @@ pub async fn attendance(args: AttendanceArgs) -> anyhow::Result<()> {
         "/api/v1/meeting-instances/{}/participants",
         path_segment(&args.uuid)
     );
-    let mut people = Vec::new();
+    let mut people: Vec<Participant> = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let mut query = vec![("limit", "1000".to_owned())];
+        let mut query = vec![("limit", "500".to_owned())];
         if let Some(a) = &after {
-            query.push(("after", a.clone()));
+            query.push(("cursor", a.clone()));
         }
-        let page: EntityPage = api.get_json(&path, &query).await?;
+        let page: Page<Participant> = api.get_json(&path, &query).await?;
         people.extend(page.data);
         match page.next_cursor {
             Some(next) => after = Some(next),
@@ -229,6 +258,10 @@ pub async fn attendance(args: AttendanceArgs) -> anyhow::Result<()> {
     if people.is_empty() {
         check_instance(&api, &args.uuid).await?;
     }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&people)?);
+        return Ok(());
+    }
     let columns = [
         "name",
         "email",
@@ -237,15 +270,15 @@ pub async fn attendance(args: AttendanceArgs) -> anyhow::Result<()> {
         "first_join",
         "last_leave",
     ];
-    let row = |p: &Value| {
-        let a = &p["attendance"];
+    let row = |p: &Participant| {
+        let a = &p.attendance;
         [
-            text(&p["user_name"]),
-            text(&p["email"]),
-            text(&a["sessions"]),
-            text(&a["total_seconds"]),
-            text(&a["first_join"]),
-            text(&a["last_leave"]),
+            p.entity.name.clone().unwrap_or_default(),
+            p.entity.email.clone().unwrap_or_default(),
+            a.session_count.to_string(),
+            a.total_seconds.to_string(),
+            a.first_join_time.clone().unwrap_or_default(),
+            a.last_leave_time.clone().unwrap_or_default(),
         ]
     };
     if args.csv {
@@ -262,7 +295,7 @@ pub async fn attendance(args: AttendanceArgs) -> anyhow::Result<()> {
         }
     } else {
         println!(
-            "{:<24}  {:<28}  {:>8}  {:>9}  {:<22}  LAST LEAVE",
+            "{:<24}  {:<28}  {:>8}  {:>9}  {:<24}  LAST LEAVE",
             "NAME", "EMAIL", "SESSIONS", "MINUTES", "FIRST JOIN"
         );
         for p in &people {
@@ -271,9 +304,15 @@ pub async fn attendance(args: AttendanceArgs) -> anyhow::Result<()> {
                 .parse::<f64>()
                 .map(|s| format!("{:.1}", s / 60.0))
                 .unwrap_or_default();
+            let when = |t: &str| show_time::local_opt(Some(t).filter(|t| !t.is_empty()));
             println!(
-                "{:<24}  {:<28}  {:>8}  {:>9}  {:<22}  {}",
-                r[0], r[1], r[2], minutes, r[4], r[5]
+                "{:<24}  {:<28}  {:>8}  {:>9}  {:<24}  {}",
+                r[0],
+                r[1],
+                r[2],
+                minutes,
+                when(&r[4]),
+                when(&r[5])
             );
         }
         println!("{} participant(s)", people.len());

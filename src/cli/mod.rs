@@ -16,6 +16,7 @@ pub mod pipe;
 pub mod replay;
 pub mod send;
 pub mod serve;
+pub mod show_time;
 pub mod simulate;
 mod stream_client;
 pub mod subs;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use jiff::Timestamp;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -80,13 +81,11 @@ const FAILURES_PER_POLL: usize = 3;
 struct Seen {
     id: String,
     status: String,
-    attempts: i64,
-    /// Attempts made before this replay re-queued it: only later ones are this replay's.
-    #[serde(default)]
-    schedule_base: i64,
-    next_attempt_at: i64,
-    last_status: Option<i64>,
+    attempt_count: i64,
+    next_attempt_at: Option<String>,
+    last_status_code: Option<i64>,
     last_error: Option<String>,
+    updated_at: String,
 }
 
 impl Seen {
@@ -94,20 +93,30 @@ impl Seen {
         matches!(self.status.as_str(), "succeeded" | "failed")
     }
 
-    /// Attempts made since the replay queued it.
-    fn tried(&self) -> bool {
-        self.attempts > self.schedule_base
+    /// Whether its last outcome was recorded after the replay queued it (at `queued_at`): a
+    /// replayed delivery keeps the attempts and errors of its earlier life, which are not this
+    /// replay's. An outcome is what moves a queued delivery to `failed`, or back to `pending`
+    /// later than the replay.
+    fn tried_since(&self, queued_at: Timestamp) -> bool {
+        match self.status.as_str() {
+            "failed" => true,
+            "pending" => {
+                self.attempt_count > 0
+                    && self
+                        .updated_at
+                        .parse::<Timestamp>()
+                        .is_ok_and(|t| t > queued_at)
+            }
+            _ => false,
+        }
     }
 
     /// The outcome of its last attempt, if that was a failure made since the replay.
-    fn failure(&self) -> Option<String> {
-        if !self.tried() {
+    fn failure(&self, queued_at: Timestamp) -> Option<String> {
+        if !self.tried_since(queued_at) {
             return None;
         }
-        if self.status == "succeeded" {
-            return None;
-        }
-        let status = self.last_status.filter(|s| !(200..300).contains(s));
+        let status = self.last_status_code.filter(|s| !(200..300).contains(s));
         match (status, &self.last_error) {
             (Some(code), Some(error)) if !error.contains(&code.to_string()) => {
                 Some(format!("HTTP {code}: {error}"))
@@ -129,13 +138,13 @@ struct Tally {
 }
 
 impl Tally {
-    fn of<'a>(deliveries: impl Iterator<Item = &'a Seen>) -> Tally {
+    fn of<'a>(deliveries: impl Iterator<Item = &'a Seen>, queued_at: Timestamp) -> Tally {
         let mut tally = Tally::default();
         for d in deliveries {
             match d.status.as_str() {
                 "succeeded" => tally.succeeded += 1,
                 "failed" => tally.failed += 1,
-                _ if d.tried() => tally.retrying += 1,
+                _ if d.tried_since(queued_at) => tally.retrying += 1,
                 _ => tally.waiting += 1,
             }
         }
@@ -169,7 +178,13 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         )
         .await
         .hint_if_not_found(SUBSCRIPTION_HINT)?;
-    let ids: Vec<String> = answer["deliveries"]
+    let queued_at = answer["queued_at"]
+        .as_str()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .context(
+            "the server did not say when it queued the replay (is it older than this zoomhook?)",
+        )?;
+    let ids: Vec<String> = answer["delivery_ids"]
         .as_array()
         .context(
             "the server did not list the deliveries it queued (is it older than this zoomhook?)",
@@ -190,7 +205,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if args.no_wait {
         return Ok(());
     }
-    follow(&api, &sub_path, &args.subscription, ids, args.timeout).await
+    let replay = Replay {
+        sub_path,
+        sub_id: args.subscription.clone(),
+        queued_at,
+    };
+    follow(&api, &replay, ids, args.timeout).await
 }
 
 /// The replay request: only the bounds that were given.
@@ -210,15 +230,23 @@ fn request_body(args: &ReplayArgs) -> Value {
     Value::Object(fields)
 }
 
+/// The replay being followed.
+struct Replay {
+    sub_path: String,
+    sub_id: String,
+    /// When the server queued it: outcomes recorded before belong to earlier attempts.
+    queued_at: Timestamp,
+}
+
 /// Polls the replay's deliveries until all are finished, the subscription is disabled, or the
 /// timeout passes.
 async fn follow(
     api: &AdminClient,
-    sub_path: &str,
-    sub_id: &str,
+    replay: &Replay,
     ids: Vec<String>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
+    let (sub_path, sub_id) = (replay.sub_path.as_str(), replay.sub_id.as_str());
     let total = ids.len();
     let mut seen: BTreeMap<String, Option<Seen>> = ids.into_iter().map(|id| (id, None)).collect();
     let mut progress = Progress::new(total);
@@ -246,8 +274,10 @@ async fn follow(
                 .context("decoding the server's list of deliveries")?;
             for now in fresh {
                 let before = seen.get(&now.id).cloned().flatten();
-                let new_attempt = before.as_ref().is_none_or(|b| b.attempts < now.attempts);
-                if new_attempt && let Some(failure) = now.failure() {
+                let new_attempt = before
+                    .as_ref()
+                    .is_none_or(|b| b.attempt_count < now.attempt_count);
+                if new_attempt && let Some(failure) = now.failure(replay.queued_at) {
                     if failures < FAILURES_PER_POLL {
                         progress.failure(&now, &failure);
                     }
@@ -260,7 +290,7 @@ async fn follow(
         if failures > FAILURES_PER_POLL {
             progress.more_failures(failures - FAILURES_PER_POLL);
         }
-        let tally = Tally::of(seen.values().flatten());
+        let tally = Tally::of(seen.values().flatten(), replay.queued_at);
         progress.show(tally, started.elapsed());
         if tally.done() == total {
             progress.finish();
@@ -379,19 +409,17 @@ impl Progress {
 
     /// A new failed attempt, on its own line as it happens.
     fn failure(&mut self, delivery: &Seen, failure: &str) {
-        let next = match delivery.status.as_str() {
-            "failed" => "no attempts left".to_owned(),
-            _ => format!(
-                "next attempt {}",
-                crate::core::clock::rfc3339(delivery.next_attempt_at)
-            ),
+        let next = match (delivery.status.as_str(), &delivery.next_attempt_at) {
+            ("failed", _) => "no attempts left".to_owned(),
+            (_, Some(at)) => format!("next attempt {}", super::show_time::local(at)),
+            (_, None) => "retrying".to_owned(),
         };
         if self.tty {
             eprint!("\r\x1b[K");
         }
         eprintln!(
             "attempt {} of {} failed: {failure} ({next})",
-            delivery.attempts, delivery.id
+            delivery.attempt_count, delivery.id
         );
     }
 
@@ -413,49 +441,70 @@ impl Progress {
 mod tests {
     use super::*;
 
+    const QUEUED: &str = "2026-11-28T10:00:00Z";
+    const LATER: &str = "2026-11-28T10:00:01.5Z";
+
+    fn queued() -> Timestamp {
+        QUEUED.parse().unwrap()
+    }
+
     fn seen(status: &str, attempts: i64, last_status: Option<i64>, error: Option<&str>) -> Seen {
         Seen {
             id: "msg_1".into(),
             status: status.into(),
-            attempts,
-            schedule_base: 0,
-            next_attempt_at: 0,
-            last_status,
+            attempt_count: attempts,
+            next_attempt_at: None,
+            last_status_code: last_status,
             last_error: error.map(str::to_owned),
+            updated_at: LATER.into(),
         }
     }
 
     #[test]
     fn a_failure_names_the_status_or_the_error() {
         assert_eq!(
-            seen("pending", 1, Some(500), None).failure().as_deref(),
+            seen("pending", 1, Some(500), None)
+                .failure(queued())
+                .as_deref(),
             Some("HTTP 500")
         );
         assert_eq!(
             seen("pending", 1, Some(503), Some("HTTP 503"))
-                .failure()
+                .failure(queued())
                 .as_deref(),
             Some("HTTP 503")
         );
         assert_eq!(
             seen("pending", 1, Some(400), Some("rejected"))
-                .failure()
+                .failure(queued())
                 .as_deref(),
             Some("HTTP 400: rejected")
         );
         assert_eq!(
             seen("failed", 3, None, Some("connection refused"))
-                .failure()
+                .failure(queued())
                 .as_deref(),
             Some("connection refused")
         );
-        assert_eq!(seen("succeeded", 2, Some(200), None).failure(), None);
-        assert_eq!(seen("pending", 0, None, None).failure(), None);
+        assert_eq!(
+            seen("succeeded", 2, Some(200), None).failure(queued()),
+            None
+        );
+        assert_eq!(seen("pending", 0, None, None).failure(queued()), None);
         let requeued = Seen {
-            schedule_base: 8,
+            updated_at: QUEUED.into(),
             ..seen("pending", 8, Some(500), None)
         };
-        assert_eq!(requeued.failure(), None, "history from before the replay");
+        assert_eq!(
+            requeued.failure(queued()),
+            None,
+            "history from before the replay"
+        );
+        assert_eq!(
+            seen("delivering", 8, Some(500), None).failure(queued()),
+            None,
+            "being sent: its last outcome is older than the replay"
+        );
     }
 
     #[test]
@@ -466,7 +515,7 @@ mod tests {
             seen("pending", 2, Some(503), None),
             seen("pending", 0, None, None),
         ];
-        let tally = Tally::of(all.iter());
+        let tally = Tally::of(all.iter(), queued());
         assert_eq!(
             tally,
             Tally {

@@ -10,6 +10,10 @@ use serde_json::{Map, Value, json};
 use super::ClientArgs;
 use super::client::{AdminClient, NotFoundHint};
 use super::meetings::path_segment;
+use super::show_time;
+use crate::api::model::Page;
+use crate::api::model::delivery::Delivery;
+use crate::api::model::subscription::Subscription;
 
 #[derive(Debug, Subcommand)]
 pub enum SubsCommand {
@@ -17,12 +21,18 @@ pub enum SubsCommand {
     Add(Box<AddArgs>),
     /// List subscriptions with their delivery counts.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Show one subscription.
     Show {
         id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -216,40 +226,40 @@ async fn subs(cmd: SubsCommand) -> anyhow::Result<()> {
                 println!("secret  the one you gave (signs as it is; not shown)");
             }
         }
-        SubsCommand::List { client } => {
+        SubsCommand::List { json, client } => {
             let api = AdminClient::new(&client)?;
-            let page = api
-                .send_json(Method::GET, "/api/v1/subscriptions", None)
-                .await?;
+            let page: Page<Subscription> = api.get_json("/api/v1/subscriptions", &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page.data)?);
+                return Ok(());
+            }
             println!(
                 "{:<30}  {:<8}  {:<9}  {:>8}  {:>9}  {:>6}  {:<24}  URL",
                 "ID", "ENABLED", "SCHEME", "PENDING", "SUCCEEDED", "FAILED", "EVENTS"
             );
-            for s in page["data"].as_array().into_iter().flatten() {
-                let d = &s["deliveries"];
-                let url = if s["kind"] == "email" {
-                    format!("mailto:{}", text(&s["email_to"]))
-                } else {
-                    text(&s["url"])
-                };
+            for s in &page.data {
+                let d = &s.delivery_counts;
                 println!(
-                    "{:<30}  {:<8}  {:<9}  {:>8}  {:>9}  {:>6}  {:<24}  {url}",
-                    text(&s["id"]),
-                    text(&s["enabled"]),
-                    text(&s["scheme"]),
-                    text(&d["pending"]),
-                    text(&d["succeeded"]),
-                    text(&d["failed"]),
-                    text(&s["events"])
+                    "{:<30}  {:<8}  {:<9}  {:>8}  {:>9}  {:>6}  {:<24}  {}",
+                    s.id,
+                    s.enabled,
+                    s.scheme,
+                    d.pending,
+                    d.succeeded,
+                    d.failed,
+                    s.events.join(","),
+                    destination(s)
                 );
             }
         }
-        SubsCommand::Show { id, client } => {
+        SubsCommand::Show { id, json, client } => {
             let api = AdminClient::new(&client)?;
-            let sub = api
-                .send_json(Method::GET, &subscription_path(&id), None)
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&sub)?);
+            let sub: Subscription = api.get_json(&subscription_path(&id), &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sub)?);
+            } else {
+                print_subscription(&sub);
+            }
         }
         SubsCommand::Rm { id, client } => {
             let api = AdminClient::new(&client)?;
@@ -301,21 +311,81 @@ async fn subs(cmd: SubsCommand) -> anyhow::Result<()> {
             let sub = api
                 .send_json(Method::PATCH, &subscription_path(&id), Some(&body))
                 .await?;
+            let sub: Subscription =
+                serde_json::from_value(sub).context("the server's answer is not a subscription")?;
             println!("{}", rotation_summary(&sub));
         }
     }
     Ok(())
 }
 
+/// Where a subscription's deliveries go.
+fn destination(s: &Subscription) -> String {
+    match (&s.url, &s.email) {
+        (Some(url), _) => url.clone(),
+        (None, Some(email)) => format!("mailto:{}", email.to.as_deref().unwrap_or("")),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// A subscription for people: one fact per line, times local.
+fn print_subscription(s: &Subscription) {
+    let state = match (&s.enabled, &s.disabled_reason) {
+        (true, _) => "enabled".to_owned(),
+        (false, Some(reason)) => format!("disabled: {reason}"),
+        (false, None) => "disabled".to_owned(),
+    };
+    let d = &s.delivery_counts;
+    let mut lines = vec![
+        ("id", s.id.clone()),
+        ("kind", s.kind.clone()),
+        ("to", destination(s)),
+        ("events", s.events.join(", ")),
+        ("state", state),
+        ("scheme", format!("{} ({} body)", s.scheme, s.body_format)),
+        ("timeout", s.timeout.clone()),
+        ("in flight", s.max_in_flight.to_string()),
+        (
+            "rate limit",
+            s.rate_limit.map_or("none".to_owned(), |n| format!("{n}/s")),
+        ),
+        ("ordering", s.ordering.clone()),
+        (
+            "deliveries",
+            format!(
+                "{} pending, {} delivering, {} succeeded, {} failed",
+                d.pending, d.delivering, d.succeeded, d.failed
+            ),
+        ),
+        ("created", show_time::local(&s.created_at)),
+        ("updated", show_time::local(&s.updated_at)),
+    ];
+    if let Some(since) = &s.failing_since {
+        lines.push(("failing since", show_time::local(since)));
+    }
+    if let Some(until) = &s.previous_secret_expires_at {
+        lines.push(("old secret until", show_time::local(until)));
+    }
+    for (name, value) in &s.headers {
+        lines.push(("header", format!("{name}: {value}")));
+    }
+    if !s.description.is_empty() {
+        lines.push(("description", s.description.clone()));
+    }
+    for (label, value) in lines {
+        println!("{label:<17} {value}");
+    }
+}
+
 /// What a rotation means for the consumer, which depends on how many signatures the scheme's
 /// header can carry.
-fn rotation_summary(sub: &Value) -> String {
-    let until = text(&sub["previous_until"]);
-    let secret = match &sub["secret"] {
-        Value::String(s) => s.clone(),
-        _ => "(the one you gave)".to_owned(),
-    };
-    if sub["scheme"] == "zoom" {
+fn rotation_summary(sub: &Subscription) -> String {
+    let until = show_time::local_opt(sub.previous_secret_expires_at.as_deref());
+    let secret = sub
+        .secret
+        .clone()
+        .unwrap_or_else(|| "(the one you gave)".to_owned());
+    if sub.scheme == "zoom" {
         format!(
             "new secret {secret}   (x-zm-signature holds one signature: the previous secret keeps \
              signing until {until}, then this one does; give it to your consumer by then)"
@@ -343,12 +413,18 @@ pub enum DeliveriesCommand {
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// One delivery with every attempt.
     Show {
         id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -377,43 +453,44 @@ async fn deliveries_of(cmd: DeliveriesCommand) -> anyhow::Result<()> {
             subscription,
             status,
             limit,
+            json,
             client,
         } => {
             let api = AdminClient::new(&client)?;
-            let mut path = format!(
-                "{}/deliveries?limit={limit}",
-                subscription_path(&subscription)
-            );
+            let mut query = vec![("limit", limit.to_string())];
             if let Some(s) = status {
-                path.push_str(&format!("&status={}", path_segment(&s)));
+                query.push(("status", s));
             }
-            let page = api.send_json(Method::GET, &path, None).await?;
+            let path = format!("{}/deliveries", subscription_path(&subscription));
+            let page: Page<Delivery> = api.get_json(&path, &query).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page.data)?);
+                return Ok(());
+            }
             println!(
                 "{:<58}  {:>8}  {:<28}  {:<10}  {:>8}  LAST",
                 "ID", "SEQ", "EVENT", "STATUS", "ATTEMPTS"
             );
-            for d in page["data"].as_array().into_iter().flatten() {
-                let last = match (&d["last_status"], &d["last_error"]) {
-                    (Value::Null, e) => text(e),
-                    (s, Value::Null) => text(s),
-                    (s, e) => format!("{} {}", text(s), text(e)),
-                };
+            for d in &page.data {
                 println!(
-                    "{:<58}  {:>8}  {:<28}  {:<10}  {:>8}  {last}",
-                    text(&d["id"]),
-                    text(&d["event_seq"]),
-                    text(&d["event"]),
-                    text(&d["status"]),
-                    text(&d["attempts"])
+                    "{:<58}  {:>8}  {:<28}  {:<10}  {:>8}  {}",
+                    d.id,
+                    d.event_seq,
+                    d.event,
+                    d.status,
+                    d.attempt_count,
+                    last_outcome(d.last_status_code, d.last_error.as_deref())
                 );
             }
         }
-        DeliveriesCommand::Show { id, client } => {
+        DeliveriesCommand::Show { id, json, client } => {
             let api = AdminClient::new(&client)?;
-            let d = api
-                .send_json(Method::GET, &delivery_path(&id), None)
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&d)?);
+            let d: Delivery = api.get_json(&delivery_path(&id), &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print_delivery(&d);
+            }
         }
         DeliveriesCommand::Retry { id, client } => {
             let api = AdminClient::new(&client)?;
@@ -423,6 +500,43 @@ async fn deliveries_of(cmd: DeliveriesCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A status code and an error, whichever there are.
+fn last_outcome(status: Option<i64>, error: Option<&str>) -> String {
+    match (status, error) {
+        (None, e) => e.unwrap_or("").to_owned(),
+        (Some(s), None) => s.to_string(),
+        (Some(s), Some(e)) => format!("{s} {e}"),
+    }
+}
+
+/// A delivery and its attempts for people.
+fn print_delivery(d: &Delivery) {
+    println!("delivery {}  ({})", d.id, d.status);
+    println!(
+        "  event        {} #{} ({})",
+        d.event, d.event_seq, d.event_id
+    );
+    println!("  subscription {}", d.subscription_id);
+    println!("  created      {}", show_time::local(&d.created_at));
+    if let Some(next) = &d.next_attempt_at {
+        println!("  next attempt {}", show_time::local(next));
+    }
+    let attempts = d.attempts.as_deref().unwrap_or_default();
+    println!("  {} attempt(s):", attempts.len());
+    for a in attempts {
+        println!(
+            "    #{:<3} {}  {:>6} ms  {}",
+            a.number,
+            show_time::local(&a.started_at),
+            a.duration_ms,
+            last_outcome(a.status_code, a.error.as_deref())
+        );
+        if let Some(excerpt) = a.response_excerpt.as_deref().filter(|e| !e.is_empty()) {
+            println!("         {}", excerpt.replace('\n', " "));
+        }
+    }
 }
 
 /// The API path of one subscription.

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_IN_FLIGHT: i64 = 16;
 pub const DEFAULT_ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
 /// Email settings of an `email` subscription.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailInput {
     /// Recipients, comma-separated; `{{payload.object.host_email}}` takes them from the event.
@@ -28,12 +28,13 @@ pub struct EmailInput {
 }
 
 /// The fields of a create or update request (all optional for an update).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionInput {
     pub kind: Option<String>,
     pub url: Option<String>,
-    /// Patterns as a list or one comma-separated string.
+    /// Patterns as a list (or one comma-separated string).
+    #[schema(value_type = Option<Vec<String>>)]
     pub events: Option<Value>,
     pub scheme: Option<String>,
     /// A secret of the user's own instead of a generated one: the consumer's Zoom secret token
@@ -42,6 +43,7 @@ pub struct SubscriptionInput {
     pub secret: Option<String>,
     /// `raw` (default) or `compact` (`zoom` only): see [`signing::wire_body`].
     pub body_format: Option<String>,
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub headers: Option<serde_json::Map<String, Value>>,
     /// A duration such as `10s`.
     pub timeout: Option<String>,

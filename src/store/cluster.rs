@@ -26,7 +26,7 @@ pub struct SourceRecord {
 }
 
 /// Which instance leads a role right now.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Leader {
     pub role: String,
     pub instance: String,

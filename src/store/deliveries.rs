@@ -285,6 +285,10 @@ pub fn delivery_id(event_id: &str, subscription_id: &str) -> String {
 pub const MAX_DELIVERIES_BY_ID: usize = 100;
 
 /// The deliveries of `$1` (subscription) among the ids `$2 … $n+1`.
+/// The deliveries of one event, over every subscription: one index probe per subscription
+/// (`deliveries_subscription_event`), never a scan of the queue.
+pub(crate) const DELIVERIES_FOR_EVENT: &str = "SELECT d.id, d.subscription_id, d.event_seq, d.event_id, d.event, d.entity, d.status, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.updated_at, d.schedule_base FROM subscriptions s JOIN deliveries d ON d.subscription_id = s.id AND d.event_seq = $1 ORDER BY d.created_at, d.id";
+
 pub(crate) fn deliveries_by_id_sql(count: usize) -> String {
     let placeholders: Vec<String> = (0..count).map(|i| format!("${}", i + 2)).collect();
     format!(
@@ -387,6 +391,8 @@ pub trait DeliveryStore: Send + Sync + 'static {
         subscription_id: &str,
         ids: &[String],
     ) -> Result<Vec<Delivery>, StoreError>;
+    /// Every delivery of the event at `event_seq`, whatever its subscription.
+    async fn deliveries_for_event(&self, event_seq: i64) -> Result<Vec<Delivery>, StoreError>;
     async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
     /// Deletes up to `limit` finished (succeeded or failed) deliveries last updated before

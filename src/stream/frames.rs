@@ -47,7 +47,8 @@ struct EventFrame<'a> {
     seq: i64,
     id: &'a str,
     event: &'a str,
-    event_ts: Option<i64>,
+    /// When Zoom says it happened (RFC 3339, as everywhere in the API).
+    event_time: Option<String>,
     source: &'a str,
     received_at: String,
     /// Carried so a client can show or filter by entity without fetching the event.
@@ -77,7 +78,7 @@ pub fn event_text(event: &StoredEvent) -> String {
         seq: event.seq,
         id: &event.id,
         event: &event.event,
-        event_ts: event.event_ts,
+        event_time: event.event_ts.map(rfc3339),
         source: &event.source,
         received_at: rfc3339(event.received_at),
         object_id: event.object_id.as_deref(),

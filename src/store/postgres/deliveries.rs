@@ -553,6 +553,12 @@ impl DeliveryStore for PgStore {
         Ok(rows.iter().map(row_to_delivery).collect())
     }
 
+    async fn deliveries_for_event(&self, event_seq: i64) -> Result<Vec<Delivery>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client.query(DELIVERIES_FOR_EVENT, &[&event_seq]).await?;
+        Ok(rows.iter().map(row_to_delivery).collect())
+    }
+
     async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError> {
         let client = self.pool.get().await?;
         let mut counts = DeliveryCounts::default();

@@ -508,6 +508,15 @@ impl DeliveryStore for SqliteStore {
         .await
     }
 
+    async fn deliveries_for_event(&self, event_seq: i64) -> Result<Vec<Delivery>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&q(DELIVERIES_FOR_EVENT))?;
+            let rows = stmt.query_map([event_seq], row_to_delivery)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError> {
         let id = subscription_id.to_owned();
         self.with_reader(move |conn| {
