@@ -24,7 +24,7 @@ pub struct DeliveryParams {
     pub cursor: Option<String>,
     /// 1 to 1000 (default 100).
     pub limit: Option<i64>,
-    /// Comma-separated delivery ids (at most 1000): exactly these, e.g. the ones a replay queued,
+    /// Comma-separated delivery ids (at most 100): exactly these, e.g. the ones a replay queued,
     /// which is how `zoomhook replay` follows its own deliveries.
     pub ids: Option<String>,
 }
