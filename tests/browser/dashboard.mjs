@@ -194,7 +194,7 @@ try {
     await page.getByRole('button', { name: 'Reveal secret' }).click();
     await page.getByLabel('Secret', { exact: true }).first().waitFor();
     await page.getByRole('button', { name: 'Send test event' }).click();
-    await page.locator('.test-result dd', { hasText: '500' }).waitFor();
+    await page.locator('.test-result dd', { hasText: /^500$/ }).waitFor();
     await shot(page, 'laptop-5-subscription');
 
     await failedRow.getByRole('link', { name: 'Attempts' }).click();
