@@ -50,6 +50,8 @@ async fn the_dashboard_shows_live_events_failed_deliveries_and_attendance_in_a_b
         .parent()
         .expect("the target directory")
         .join("dashboard-screenshots");
+    // Only this run's pictures (a failure-*.png of an earlier run would mislead).
+    let _ = std::fs::remove_dir_all(&screenshots);
     std::fs::create_dir_all(&screenshots).expect("create the screenshot directory");
     let work = tempfile::tempdir().expect("temp dir");
     let plan_path = work.path().join("plan.json");

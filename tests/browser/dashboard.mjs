@@ -80,7 +80,7 @@ async function signIn(page) {
 
 async function go(page, hash, heading) {
   await page.evaluate((h) => { location.hash = h; }, hash);
-  if (heading) await page.getByRole('heading', { name: heading, exact: true }).first().waitFor();
+  if (heading) await page.getByRole('heading', { name: heading, exact: typeof heading === 'string' }).first().waitFor();
 }
 
 /** The page has no horizontal scrollbar at its viewport width (wide tables scroll inside). */
@@ -109,6 +109,8 @@ try {
   watch(page, 'laptop');
   let subscriptionId;
   let eventId;
+  let deliveryHash;
+  let meetingHash;
 
   await step('sign in with the admin token, which stays out of the URL', async () => {
     await page.goto(plan.base + '/');
@@ -180,7 +182,7 @@ try {
     await select.selectOption({ label: 'Failing sink' });
     await page.getByRole('button', { name: 'Deliver again' }).click();
     await page.getByText('Queued 1 delivery.').waitFor();
-    await page.locator('tbody tr', { hasText: subscriptionId }).first().waitFor({ timeout: 10_000 });
+    await page.locator('tbody tr', { hasText: 'Failing sink' }).first().waitFor({ timeout: 10_000 });
     await shot(page, 'laptop-3-event');
 
     await go(page, `#/subscriptions/${encodeURIComponent(subscriptionId)}`, 'Failing sink');
@@ -199,6 +201,7 @@ try {
 
     await failedRow.getByRole('link', { name: 'Attempts' }).click();
     await page.getByRole('heading', { name: /^Delivery of / }).waitFor();
+    deliveryHash = new URL(page.url()).hash;
     const attemptsBefore = await page.locator('section', { hasText: 'Attempts' }).locator('tbody tr').count();
     check(attemptsBefore >= 1, 'the failed delivery lists its attempts');
     await page.getByText('receiver says hi').first().waitFor();
@@ -230,6 +233,7 @@ try {
     await shot(page, 'laptop-7-meetings');
     await link.click();
     await page.getByRole('heading', { name: plan.meeting_topic }).waitFor();
+    meetingHash = new URL(page.url()).hash;
     const attendance = page.getByRole('table', { name: 'Attendance' });
     for (const p of plan.participants) {
       await attendance.locator('tr', { hasText: p.name }).locator('td', { hasText: p.duration_text }).waitFor();
@@ -281,7 +285,10 @@ try {
       ['event', `#/events/${encodeURIComponent(eventId)}`, plan.live_event_name],
       ['meetings', '#/meetings', 'Meetings'],
       ['subscriptions', '#/subscriptions', 'Subscriptions'],
+      ['meeting', meetingHash, plan.meeting_topic],
       ['subscription', `#/subscriptions/${encodeURIComponent(subscriptionId)}`, 'Failing sink'],
+      ['subscription-new', '#/subscriptions/new', 'New subscription'],
+      ['delivery', deliveryHash, /^Delivery of /],
       ['operations', '#/operations', 'Operational events'],
     ];
     for (const [name, hash, heading] of pages) {

@@ -182,10 +182,10 @@ export async function renderList(root, _params, query) {
   };
 }
 
-function deliveriesTable(list) {
+function deliveriesTable(list, names = new Map()) {
   if (list === null || list === undefined) return h('p', { class: 'muted' }, 'This server does not list an event\u2019s deliveries.');
   return table([
-    { label: 'Subscription', value: (d) => link(`#/subscriptions/${encodeURIComponent(d.subscription_id)}`, d.subscription_id) },
+    { label: 'Subscription', value: (d) => link(`#/subscriptions/${encodeURIComponent(d.subscription_id)}`, names.get(d.subscription_id) || d.subscription_id) },
     { label: 'Status', value: (d) => statusBadge(d.status) },
     { label: 'Attempts', class: 'num', value: (d) => str(d.attempt_count) },
     { label: 'Last answer', value: (d) => (d.last_status_code ? str(d.last_status_code) : d.last_error || '—') },
@@ -194,11 +194,11 @@ function deliveriesTable(list) {
   ], list, { empty: 'No subscription has received this event.' });
 }
 
-function deliverAgain(event, reload) {
+function deliverAgain(event, subscriptions, reload) {
   const select = field({ label: 'Subscription', name: 'subscription', type: 'select', options: [['', 'Loading…']] });
   const form = h('form', { class: 'form-grid', 'aria-label': 'Deliver again' }, select,
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Deliver again')));
-  apiAll('/subscriptions').then((subs) => {
+  subscriptions.then((subs) => {
     const input = select.querySelector('select');
     mount(input, subs.length
       ? subs.map((s) => h('option', { value: s.id }, `${s.description || s.url || s.id}${s.enabled ? '' : ' (disabled)'}`))
@@ -229,10 +229,17 @@ function deliverAgain(event, reload) {
 /** One event. */
 export async function renderDetail(root, [id]) {
   const event = await api(`/events/${encodeURIComponent(id)}`);
+  // Subscriptions name the deliveries and fill "deliver again"; the page does not wait for them.
+  const subscriptions = apiAll('/subscriptions');
+  let names = new Map();
   const deliveries = h('div', {}, deliveriesTable(event.deliveries));
+  subscriptions.then((subs) => {
+    names = new Map(subs.map((s) => [s.id, s.description || s.url || s.id]));
+    mount(deliveries, deliveriesTable(event.deliveries, names));
+  }).catch(() => {});
   const reload = async () => {
     try {
-      mount(deliveries, deliveriesTable((await api(`/events/${encodeURIComponent(id)}`)).deliveries));
+      mount(deliveries, deliveriesTable((await api(`/events/${encodeURIComponent(id)}`)).deliveries, names));
     } catch (e) {
       mount(deliveries, errorBox(e));
     }
@@ -262,5 +269,5 @@ export async function renderDetail(root, [id]) {
     h('section', { class: 'panel' }, h('h2', {}, 'Deliveries'), deliveries),
     h('section', { class: 'panel' }, h('h2', {}, 'Deliver again to…'),
       h('p', { class: 'muted small' }, 'Queues this event once more for one subscription (a replay of seq ', str(event.seq), ').'),
-      deliverAgain(event, reload)));
+      deliverAgain(event, subscriptions, reload)));
 }
