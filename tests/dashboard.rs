@@ -223,6 +223,8 @@ fn plan(base: &str, sink: &str, chromium: &Path, modules: &Path, screenshots: &P
         "paused_event": paused,
         "paused_event_name": "meeting.created",
         "lifecycle": lifecycle,
+        // Answered, and recorded in the log as an operational event.
+        "url_validation": fixture("endpoint.url_validation"),
         "meeting_topic": meeting.topic,
         "participants": participants.iter().zip(&people).map(|(p, (_, _, seconds))| json!({
             "name": p.name,

@@ -248,9 +248,49 @@ try {
     await shot(page, 'laptop-8-meeting');
   });
 
+  await step('edit, disable and enable, rotate the secret, replay a seq range', async () => {
+    await go(page, `#/subscriptions/${encodeURIComponent(subscriptionId)}`, 'Failing sink');
+    await page.getByRole('link', { name: 'Edit' }).click();
+    await page.getByRole('heading', { name: 'Edit Failing sink' }).waitFor();
+    await page.getByLabel('Description').fill('Failing sink (CRM)');
+    await page.getByLabel('Custom headers').fill('X-Team: crm');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('heading', { name: 'Failing sink (CRM)' }).waitFor();
+    await page.getByText('X-Team: crm').waitFor();
+
+    await page.getByRole('button', { name: 'Disable' }).click();
+    await page.locator('dd .badge', { hasText: 'disabled' }).waitFor();
+    await page.getByRole('button', { name: 'Enable' }).click();
+    await page.locator('dd .badge', { hasText: 'enabled' }).waitFor();
+
+    await page.getByRole('button', { name: 'Reveal secret' }).click();
+    const before = await page.getByLabel('Secret', { exact: true }).first().textContent();
+    page.once('dialog', (d) => d.accept());
+    await page.getByRole('button', { name: 'Rotate secret' }).click();
+    await page.getByText('The new secret.').waitFor();
+    const after = await page.getByLabel('Secret', { exact: true }).first().textContent();
+    check(after.startsWith('whsec_') && after !== before, 'rotation shows a new secret');
+
+    await page.getByLabel('After seq').fill('0');
+    await page.getByLabel('Up to seq').fill('1');
+    await page.getByRole('button', { name: 'Replay' }).click();
+    await page.locator('.toast', { hasText: /^Queued \d+ deliver(y|ies)\.$/ }).last().waitFor();
+  });
+
   await step('operational events and failed deliveries', async () => {
+    await postWebhook(plan.url_validation);
     await go(page, '#/operations', 'Operational events');
-    await page.getByRole('link', { name: 'Failing sink' }).waitFor();
+    // The replay queued the delivery again; it lists as failed once its attempts are spent.
+    const failed = page.getByRole('link', { name: 'Failing sink (CRM)' });
+    const deadline = Date.now() + 20_000;
+    while (!(await failed.isVisible())) {
+      check(Date.now() < deadline, 'the replayed delivery is listed as failed within 20 s');
+      await page.waitForTimeout(700);
+      await page.evaluate(() => window.dispatchEvent(new HashChangeEvent('hashchange')));
+      await page.getByRole('heading', { name: 'Operational events' }).waitFor();
+      await page.getByRole('heading', { name: 'Failed deliveries' }).locator('xpath=..').locator('.empty, h3').first().waitFor();
+    }
+    await page.getByRole('link', { name: 'endpoint.url_validation' }).waitFor();
     await shot(page, 'laptop-9-operations');
   });
 
@@ -286,7 +326,7 @@ try {
       ['meetings', '#/meetings', 'Meetings'],
       ['subscriptions', '#/subscriptions', 'Subscriptions'],
       ['meeting', meetingHash, plan.meeting_topic],
-      ['subscription', `#/subscriptions/${encodeURIComponent(subscriptionId)}`, 'Failing sink'],
+      ['subscription', `#/subscriptions/${encodeURIComponent(subscriptionId)}`, 'Failing sink (CRM)'],
       ['subscription-new', '#/subscriptions/new', 'New subscription'],
       ['delivery', deliveryHash, /^Delivery of /],
       ['operations', '#/operations', 'Operational events'],

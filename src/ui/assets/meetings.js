@@ -69,10 +69,10 @@ async function attendance(box, meeting, instance) {
         people.length ? actionButton('Download CSV', () => downloadCsv(csvName, [ATTENDANCE_HEADER, ...people.map(attendanceRow)]), { kind: 'secondary' }) : null),
       table([
         { label: 'Participant', value: (p) => p.name || p.id },
-        { label: 'Email', value: (p) => p.email },
+        { label: 'Email', class: 'hide-narrow', value: (p) => p.email },
         { label: 'Sessions', class: 'num', value: (p) => str(p.attendance ? p.attendance.session_count : (p.sessions || []).length) },
-        { label: 'First join', class: 'nowrap', value: (p) => time(p.attendance && p.attendance.first_join_time) },
-        { label: 'Last leave', class: 'nowrap', value: (p) => time(p.attendance && p.attendance.last_leave_time) },
+        { label: 'First join', class: 'nowrap hide-narrow', value: (p) => time(p.attendance && p.attendance.first_join_time) },
+        { label: 'Last leave', class: 'nowrap hide-narrow', value: (p) => time(p.attendance && p.attendance.last_leave_time) },
         { label: 'Time in meeting', class: 'num', value: (p) => duration(p.attendance && p.attendance.total_seconds) },
       ], people, { empty: 'No participant has joined this occurrence.', caption: 'Attendance' }));
   } catch (e) {
@@ -125,7 +125,7 @@ export async function renderDetail(root, [id]) {
     const sorted = [...instances].sort((a, b) => String(b.start_time || '').localeCompare(String(a.start_time || '')));
     mount(instancesBox, table([
       { label: 'Started', class: 'nowrap', value: (i) => time(i.start_time) },
-      { label: 'Ended', class: 'nowrap', value: (i) => time(i.end_time) },
+      { label: 'Ended', class: 'nowrap hide-narrow', value: (i) => time(i.end_time) },
       { label: 'Status', value: (i) => statusBadge(i.status) },
       { label: 'Uuid', class: 'mono hide-narrow', value: (i) => i.id },
       { label: 'Attendance', value: (i) => actionButton('Show attendance', () => attendance(attendanceBox, meeting, i), { kind: 'secondary', 'aria-label': `Show attendance of the occurrence ${i.id}` }) },

@@ -275,7 +275,8 @@ function replayPanel(s, refresh) {
     if (Object.keys(body).length === 0 && !window.confirm('Replay every event in the log to this subscription?')) return;
     try {
       const answer = await api(`/subscriptions/${enc(s.id)}/replay`, { method: 'POST', body });
-      toast(`Queued ${answer.queued_count} deliveries.`);
+      const n = answer.queued_count ?? 0;
+      toast(`Queued ${n} ${n === 1 ? 'delivery' : 'deliveries'}.`);
       setTimeout(refresh, 1000);
     } catch (err) {
       toast(errorText(err), 'bad');
