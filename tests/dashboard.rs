@@ -220,6 +220,7 @@ fn plan(base: &str, sink: &str, chromium: &Path, modules: &Path, screenshots: &P
         "live_event": live,
         "live_event_name": "user.created",
         "live_event_marker": "jchill@example.com",
+        "live_event_entity": "abcD3ojfdbjfg",
         "paused_event": paused,
         "paused_event_name": "meeting.created",
         "lifecycle": lifecycle,

@@ -160,6 +160,18 @@ try {
     await page.locator('tbody tr', { hasText: plan.paused_event_name }).first().waitFor({ timeout: 10_000 });
   });
 
+  await step('filter the log by entity and event pattern', async () => {
+    await page.getByLabel('Entity (object id or uuid)').fill(plan.live_event_entity);
+    await page.getByLabel('Event pattern').fill('user.*');
+    await page.getByRole('button', { name: 'Apply' }).click();
+    await page.waitForURL(/entity=/);
+    await page.locator('.live-state', { hasText: 'live' }).waitFor();
+    const rows = page.locator('tbody tr');
+    await rows.first().waitFor();
+    const texts = await rows.allTextContents();
+    check(texts.length === 1 && texts[0].includes(plan.live_event_name), `only the matching event is listed (${texts.length} rows)`);
+  });
+
   await step('create a subscription to a sink that answers 500', async () => {
     await go(page, '#/subscriptions', 'Subscriptions');
     await page.getByRole('link', { name: 'New subscription' }).click();

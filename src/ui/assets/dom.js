@@ -110,7 +110,8 @@ export function statusBadge(status) {
   const kinds = {
     succeeded: 'ok', started: 'ok', enabled: 'ok', receiving: 'ok', connected: 'ok', completed: 'ok',
     pending: 'warn', delivering: 'warn', connecting: 'warn', backoff: 'warn', standby: 'neutral', waiting: 'neutral',
-    failed: 'bad', disabled: 'bad', refusing: 'bad', disconnected: 'bad', deleted: 'bad',
+    recovered: 'ok', scheduled: 'neutral',
+    failed: 'bad', disabled: 'bad', refusing: 'bad', disconnected: 'bad', deleted: 'bad', permanently_deleted: 'bad', trashed: 'warn',
   };
   return badge(status ?? 'unknown', kinds[status] || 'neutral');
 }

@@ -8,7 +8,8 @@ import {
   statusBadge, table, time, actionButton, str,
 } from './dom.js';
 
-const STATUSES = [['', 'Any status'], ['waiting', 'waiting'], ['started', 'started'], ['ended', 'ended'], ['deleted', 'deleted']];
+/** What `?status=` accepts (sync's MeetingStatus names). */
+const STATUSES = [['', 'Any status'], ...['scheduled', 'started', 'ended', 'deleted', 'recovered', 'permanently_deleted'].map((s) => [s, s.replace('_', ' ')])];
 
 function meetingLink(m) {
   return link(`#/meetings/${encodeURIComponent(m.id)}`, m.name || m.id);
