@@ -308,7 +308,7 @@ try {
 
   await step('the overview charts what happened', async () => {
     await go(page, '#/overview', 'Overview');
-    await page.locator('svg.chart path.series').first().waitFor({ timeout: 20_000 });
+    await page.locator('svg.chart path.series').first().waitFor({ state: 'attached', timeout: 20_000 });
     await page.locator('.card', { hasText: 'Store' }).getByText('healthy').waitFor();
     await shot(page, 'laptop-1-overview');
   });
@@ -332,7 +332,6 @@ try {
   await step('every page on a phone', async () => {
     await signIn(small);
     const pages = [
-      ['overview', '#/overview', 'Overview'],
       ['events', '#/events', 'Events'],
       ['event', `#/events/${encodeURIComponent(eventId)}`, plan.live_event_name],
       ['meetings', '#/meetings', 'Meetings'],
@@ -342,9 +341,11 @@ try {
       ['subscription-new', '#/subscriptions/new', 'New subscription'],
       ['delivery', deliveryHash, /^Delivery of /],
       ['operations', '#/operations', 'Operational events'],
+      ['overview', '#/overview', 'Overview'],
     ];
     for (const [name, hash, heading] of pages) {
       await go(small, hash, heading);
+      if (name === 'overview') await small.locator('svg.chart path.series').first().waitFor({ state: 'attached', timeout: 20_000 });
       await small.waitForTimeout(300);
       await fitsWidth(small, name);
       await shot(small, `phone-${name}`);

@@ -9,7 +9,8 @@ import { errorBox, h, link, mount, pageHead, statusBadge, table, time, str } fro
 const OPERATIONAL = 'zoomhook.*,endpoint.url_validation';
 const enc = encodeURIComponent;
 
-function summary(body) {
+function summary(event, body) {
+  if (event === 'endpoint.url_validation') return 'Zoom checked the endpoint; the signed challenge was answered';
   try {
     const o = JSON.parse(body).payload?.object ?? JSON.parse(body).object ?? {};
     const parts = [];
@@ -29,7 +30,7 @@ async function operationalEvents(box) {
       { label: 'Received', class: 'nowrap', value: (e) => time(e.received_at) },
       { label: 'Event', value: (e) => link(`#/events/${enc(e.id)}`, e.event) },
       { label: 'Source', class: 'hide-narrow', value: (e) => e.source },
-      { label: 'Details', class: 'small', value: (e) => summary(e.body) || '—' },
+      { label: 'Details', class: 'small', value: (e) => summary(e.event, e.body) || '—' },
     ], page.data || [], { empty: 'No operational event: no gaps, no disabled subscriptions, no URL validations.', caption: 'Operational events' }));
   } catch (e) {
     mount(box, errorBox(e));

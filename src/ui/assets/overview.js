@@ -120,14 +120,14 @@ function charts(series) {
       ],
     }),
     lineChart({
-      title: 'Delivery attempts/s', span, series: [
+      title: 'Attempts/s', span, series: [
         { name: 'succeeded', cls: 's-succeeded', values: pick('succeeded') },
         { name: 'failed', cls: 's-failed', values: pick('failed') },
       ],
     }),
     lineChart({ title: 'Delivery success', span, unit: '%', max: 100, series: [{ name: 'success', cls: 's-succeeded', values: pick('successRate') }] }),
     lineChart({ title: 'Queue depth', span, series: [{ name: 'pending', cls: 's-neutral', values: pick('pending') }] }),
-    lineChart({ title: 'Sync lag (events)', span, series: [{ name: 'lag', cls: 's-neutral', values: pick('lag') }] }));
+    lineChart({ title: 'Sync lag', span, series: [{ name: 'lag', cls: 's-neutral', values: pick('lag') }] }));
 }
 
 function rejections(latest) {
@@ -179,8 +179,7 @@ export async function render(root) {
     mount(body,
       lastError && errorBox(lastError),
       cards(latest, series),
-      series.length < 2 ? h('p', { class: 'muted' }, 'The charts fill in as samples arrive.') : null,
-      charts(series),
+      series.length < 2 ? h('p', { class: 'muted' }, 'The charts appear once a few samples have arrived.') : charts(series),
       h('div', { class: 'spacer-block' }),
       rejections(latest),
       h('p', { class: 'muted small' }, 'Counters of this instance since it started; queue and sync figures come from the shared store. Read at ', time(latest.generated_at), '.'));
