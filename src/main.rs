@@ -1,5 +1,8 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+use zoomhook::config::LogFormat;
 
 fn main() -> std::process::ExitCode {
     // Before any thread starts: arenas are created per thread.
@@ -7,25 +10,97 @@ fn main() -> std::process::ExitCode {
     let cli = zoomhook::cli::Cli::parse();
     // Before the runtime starts its threads: a signal disposition is process-wide.
     zoomhook::cli::pipe::quiet_on_closed_pipe(&cli.command);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("ZOOMHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(log_in_colour())
-        .init();
+    let log_format = match cli.command.log_format() {
+        Ok(format) => format,
+        Err(error) => {
+            // A server command loads the same configuration next and fails there with this
+            // error; a client command has nothing else to report it.
+            if cli.command.server_args().is_none() {
+                eprintln!("warning: {error}; logging as text");
+            }
+            LogFormat::Text
+        }
+    };
+    init_logging(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            fatal(
+                log_format,
+                &format!("cannot start the async runtime: {error}"),
+            );
             return std::process::ExitCode::FAILURE;
         }
     };
     match runtime.block_on(zoomhook::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            fatal(log_format, &format!("{error:#}"));
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr in `format`, at the level of `ZOOMHOOK_LOG` (default `info`), never above
+/// [`secret_safe_levels`].
+fn init_logging(format: LogFormat) {
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(log_in_colour())
+    });
+    // Event fields at the top level beside `message`, as collectors expect, rather than nested
+    // under `fields`. No colour: escape codes inside JSON strings help nobody.
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+    });
+    tracing_subscriber::registry()
+        .with(log_filter())
+        .with(secret_safe_levels())
+        .with(text)
+        .with(json)
+        .init();
+}
+
+/// `ZOOMHOOK_LOG` (an `EnvFilter`: `debug`, `warn,zoomhook::server=info`, …); `info` by default.
+fn log_filter() -> EnvFilter {
+    EnvFilter::try_from_env("ZOOMHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The most verbose level of libraries that write secrets at their finer levels; a filter of its
+/// own beside `ZOOMHOOK_LOG`, so no setting of the variable (however specific its targets) lets
+/// them through. zoomhook's own events never carry a secret at any level.
+/// - `tungstenite` logs every WebSocket frame and message at `trace`: event bodies on the stream
+///   (with `download_token`s) and, for a `zoom_websocket` source, the handshake request whose URL
+///   carries Zoom's access token.
+/// - `tokio_postgres` logs every statement's parameters at `debug`: event bodies, subscription
+///   secrets and headers.
+fn secret_safe_levels() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("tungstenite", LevelFilter::DEBUG)
+        .with_target("tokio_tungstenite", LevelFilter::DEBUG)
+        .with_target("tokio_postgres", LevelFilter::INFO)
+}
+
+/// The error that ends the process: one plain line, or in JSON mode one more JSON object shaped
+/// like the log's, so a collector reading stderr takes it like every other line. Written
+/// directly rather than through `tracing`, so no `ZOOMHOOK_LOG` filter can swallow it.
+fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("error: {message}"),
+        LogFormat::Json => {
+            let timestamp = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let line = serde_json::json!({
+                "timestamp": timestamp, "level": "ERROR", "message": message, "target": "zoomhook",
+            });
+            eprintln!("{line}");
         }
     }
 }

@@ -417,6 +417,26 @@ async fn meetings_and_attendance_report_the_synchronised_state() {
         "{}",
         stdout(&show)
     );
+    // The same reads as JSON: the API's shapes, times in RFC 3339 UTC.
+    let show = zoomhook(&["meetings", "show", "86431910364", "--json"], &client_env).await;
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&show)).expect("JSON");
+    assert_eq!(shown["meeting"]["id"], "86431910364", "{shown}");
+    assert_eq!(
+        shown["instances"][0]["id"], "hwkAADUySwyG3GyUkqc0vA==",
+        "{shown}"
+    );
+    let people = zoomhook(
+        &["attendance", "hwkAADUySwyG3GyUkqc0vA==", "--json"],
+        &client_env,
+    )
+    .await;
+    let people: serde_json::Value = serde_json::from_str(&stdout(&people)).expect("JSON");
+    let jan = people
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == "Jan"))
+        .expect("Jan attended");
+    assert_eq!(jan["attendance"]["total_seconds"], 13, "{jan}");
+    assert_eq!(jan["attendance"]["first_join_time"], "2022-03-23T12:33:26Z");
     let missing = zoomhook(&["meetings", "show", "1"], &client_env).await;
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("404"), "{}", stderr(&missing));
@@ -425,6 +445,11 @@ async fn meetings_and_attendance_report_the_synchronised_state() {
     let status = zoomhook(&["sync", "status", "--database", &db.url], &[]).await;
     assert!(status.status.success(), "{}", stderr(&status));
     assert!(stdout(&status).contains("lag 0"), "{}", stdout(&status));
+    let status = zoomhook(&["sync", "status", "--json", "--database", &db.url], &[]).await;
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).expect("JSON");
+    assert_eq!(status["lag"], 0, "{status}");
+    assert!(status["head"].as_i64() > Some(0), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,7 @@ fn check(args: ServerArgs) -> anyhow::Result<()> {
         "  dedupe window     {}",
         humantime::format_duration(config.dedupe_window)
     );
+    println!("  log format        {}", config.log_format.as_str());
     for source in config.sources.values() {
         if let Some(ws) = &source.websocket {
             let grant = match &ws.grant {

@@ -67,7 +67,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             )
         })?;
     let base = format!("http://{}", listener.local_addr()?);
-    let database = config.database_url.clone();
+    // Printed: a PostgreSQL URL's password stays out of the terminal (and any captured output).
+    let database = crate::store::postgres::redact_url(&config.database_url);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let exit_after_feed = args.exit;
     let server = tokio::spawn(server::run(config, listener, async move {

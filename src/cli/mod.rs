@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Flags};
+use crate::config::{Config, ConfigError, Flags, LogFormat};
 
 /// zoomhook — receive, verify, store and fan out Zoom events.
 #[derive(Debug, Parser)]
@@ -52,16 +52,28 @@ pub struct ServerArgs {
     /// Database URL: sqlite://PATH (default sqlite://zoomhook.db) or postgres://…
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
+    /// Log lines on stderr: text (default) or json, one object per line (ZOOMHOOK_LOG_FORMAT).
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }
 
 impl ServerArgs {
     /// Loads and validates the configuration (file → environment → these flags).
     pub fn load(&self) -> anyhow::Result<Config> {
-        let flags = Flags {
+        Ok(Config::load(self.config.as_deref(), &self.flags())?)
+    }
+
+    /// The log format from the same layers as [`ServerArgs::load`]; read before logging starts.
+    pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        crate::config::load_log_format(self.config.as_deref(), &self.flags())
+    }
+
+    fn flags(&self) -> Flags {
+        Flags {
             listen: self.listen.clone(),
             database: self.database.clone(),
-        };
-        Ok(Config::load(self.config.as_deref(), &flags)?)
+            log_format: self.log_format.clone(),
+        }
     }
 
     /// Loads the configuration for a command that works on an existing database (`sync`,
@@ -170,6 +182,32 @@ pub enum Command {
     Sync(sync::SyncCommand),
     /// Print a shell completion script: `zoomhook completions bash > ~/.local/share/bash-completion/completions/zoomhook`.
     Completions(completions::CompletionsArgs),
+}
+
+impl Command {
+    /// The server options of a command that reads the server configuration (and so takes
+    /// `--config` and `--log-format`); `None` for client commands.
+    pub fn server_args(&self) -> Option<&ServerArgs> {
+        match self {
+            Command::Serve(args) | Command::Migrate(args) => Some(args),
+            Command::Demo(args) => Some(&args.server),
+            Command::Health(args) => Some(&args.server),
+            Command::Config(config_check::ConfigCommand::Check(args)) => Some(args),
+            Command::Token(token::TokenCommand::Create { server, .. }) => Some(server),
+            Command::Sync(sync::SyncCommand::Rebuild(args)) => Some(args),
+            Command::Sync(sync::SyncCommand::Status(args)) => Some(&args.server),
+            _ => None,
+        }
+    }
+
+    /// The log format this command logs in: for server commands from their configuration, for
+    /// client commands from `ZOOMHOOK_LOG_FORMAT` alone.
+    pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        match self.server_args() {
+            Some(args) => args.log_format(),
+            None => crate::config::load_log_format(None, &Flags::default()),
+        }
+    }
 }
 
 /// Runs the parsed command.

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::ServerArgs;
 use crate::{server, store, sync};
@@ -12,12 +12,25 @@ pub enum SyncCommand {
     /// Drop the synchronised entities and replay the whole event log into them.
     Rebuild(ServerArgs),
     /// Where the sync reader stands: its position, the log head and the lag.
-    Status(ServerArgs),
+    Status(StatusArgs),
+}
+
+/// `zoomhook sync status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON (`{"seq", "applied", "head", "lag"}`, as `GET /api/v1/sync`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// Runs a sync command.
 pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
-    let (SyncCommand::Rebuild(args) | SyncCommand::Status(args)) = &cmd;
+    let args = match &cmd {
+        SyncCommand::Rebuild(args) => args,
+        SyncCommand::Status(status) => &status.server,
+    };
     let config = args.load_existing()?;
     let store = store::open(&config.database_url, &server::store_options(&config)).await?;
     match cmd {
@@ -41,9 +54,19 @@ pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
                 position.seq
             );
         }
-        SyncCommand::Status(_) => {
+        SyncCommand::Status(StatusArgs { json, .. }) => {
             let position = store.reader_position(sync::READER).await?;
             let head = store.head_seq().await?;
+            if json {
+                let status = crate::api::sync::SyncStatus {
+                    seq: position.seq,
+                    applied: position.applied,
+                    head,
+                    lag: (head - position.seq).max(0),
+                };
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
             println!(
                 "sync at seq {} ({} events applied); log head {}; lag {}",
                 position.seq,

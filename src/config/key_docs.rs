@@ -117,6 +117,12 @@ pub const SECTIONS: &[Section] = &[
                 DURATION,
                 "On SIGTERM: stop accepting, and give in-flight requests this long to finish and commit.",
             ),
+            default(
+                "log_format",
+                "\"text\"",
+                "text or json",
+                "Log lines on stderr: text for people, json (one object per line) for log collectors. Verbosity: ZOOMHOOK_LOG.",
+            ),
         ],
     },
     Section {

@@ -8,6 +8,7 @@
 mod example;
 mod key_docs;
 mod limits;
+mod log_format;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use ipnet::IpNet;
 
 pub use example::example_toml;
 pub use limits::Limits;
+pub use log_format::{LogFormat, load_log_format};
 pub use raw::{RawConfig, Setting};
 
 /// Name of the source served at `/webhooks/zoom`.
@@ -109,6 +111,9 @@ pub struct Config {
     pub zoom_api: ZoomApiConfig,
     /// Outbound delivery (webhooks and email).
     pub delivery: DeliveryConfig,
+    /// How log lines are written; logging itself is set up from [`load_log_format`] before
+    /// this configuration exists, and this copy makes `config check` validate and show it.
+    pub log_format: LogFormat,
 }
 
 /// Zoom API credentials, read from Zoom's conventional variables.
@@ -216,23 +221,13 @@ impl SourceConfig {
 pub struct Flags {
     pub listen: Option<String>,
     pub database: Option<String>,
+    pub log_format: Option<String>,
 }
 
 impl Config {
     /// Loads file → environment → flags and validates the result.
     pub fn load(config_file: Option<&Path>, flags: &Flags) -> Result<Config, ConfigError> {
-        let mut raw = RawConfig::default();
-        if let Some(path) = config_file {
-            raw.load_file(path)?;
-        }
-        raw.merge_env(std::env::vars())?;
-        if let Some(listen) = &flags.listen {
-            raw.set("listen", listen.clone(), "--listen");
-        }
-        if let Some(database) = &flags.database {
-            raw.set("database_url", database.clone(), "--database");
-        }
-        Config::resolve(&raw)
+        Config::resolve(&layers(config_file, flags)?)
     }
 
     /// Validates a layered raw configuration.
@@ -320,6 +315,7 @@ impl Config {
                 client_id: r.text("zoom_client_id"),
                 client_secret: r.secret("zoom_client_secret")?,
             },
+            log_format: r.log_format()?,
         })
     }
 
@@ -327,6 +323,25 @@ impl Config {
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.get(name)
     }
+}
+
+/// The layers of the configuration, unvalidated: file → environment → flags.
+fn layers(config_file: Option<&Path>, flags: &Flags) -> Result<RawConfig, ConfigError> {
+    let mut raw = RawConfig::default();
+    if let Some(path) = config_file {
+        raw.load_file(path)?;
+    }
+    raw.merge_env(std::env::vars())?;
+    if let Some(listen) = &flags.listen {
+        raw.set("listen", listen.clone(), "--listen");
+    }
+    if let Some(database) = &flags.database {
+        raw.set("database_url", database.clone(), "--database");
+    }
+    if let Some(format) = &flags.log_format {
+        raw.set("log_format", format.clone(), "--log-format");
+    }
+    Ok(raw)
 }
 
 /// Reads typed values out of a [`RawConfig`], producing errors that name the key and origin.

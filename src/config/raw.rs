@@ -31,6 +31,7 @@ pub const TOP_KEYS: &[&str] = &[
     "max_body_bytes",
     "read_timeout",
     "shutdown_timeout",
+    "log_format",
     "max_connections",
     "header_read_timeout",
     "keep_alive_timeout",

@@ -137,10 +137,7 @@ async fn serve(
             )
         })?;
     if let Some(token) = api::auth::bootstrap_token(store.as_ref(), &config).await? {
-        eprintln!(
-            "\nzoomhook: created the first admin token (shown only this once; only its hash is stored):\n\n    {token}\n\n\
-             Use it as `Authorization: Bearer <token>` or `export ZOOMHOOK_TOKEN={token}`.\n"
-        );
+        announce_first_token(&token, config.log_format);
     }
     let dedupe_window_ms = config.dedupe_window.as_millis() as i64;
     let (appender, committer) = EventAppender::start(Arc::clone(&store), dedupe_window_ms);
@@ -317,6 +314,31 @@ fn start_delivery(
             stop.clone(),
         )),
     ])
+}
+
+/// Hands out the token made at the first start, the one time it can be seen. It is written to
+/// stderr deliberately, outside the log filter, so that no `ZOOMHOOK_LOG` level hides it; in the
+/// JSON log format as one JSON line, so a collector's parse of one object per line still holds.
+/// (Setting `admin_token` or running `zoomhook token create` first means no token is ever shown.)
+fn announce_first_token(token: &str, format: crate::config::LogFormat) {
+    const WHAT: &str =
+        "created the first admin token (shown only this once; only its hash is stored)";
+    match format {
+        crate::config::LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": crate::core::clock::rfc3339(crate::core::clock::now_millis()),
+                "level": "WARN",
+                "target": "zoomhook::server",
+                "message": WHAT,
+                "admin_token": token,
+            })
+        ),
+        crate::config::LogFormat::Text => eprintln!(
+            "\nzoomhook: {WHAT}:\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>` or `export ZOOMHOOK_TOKEN={token}`.\n"
+        ),
+    }
 }
 
 fn warn_about_unverifiable_sources(config: &Config) {
