@@ -38,7 +38,7 @@ export function mount(el, ...children) {
 
 let idCounter = 0;
 /** A page-unique id for pairing labels with inputs. */
-export function uid(prefix = 'f') {
+function uid(prefix = 'f') {
   idCounter += 1;
   return `${prefix}-${idCounter}`;
 }
@@ -236,9 +236,4 @@ export async function copyText(text) {
 /** A page heading row with actions on the right. */
 export function pageHead(title, ...actions) {
   return h('div', { class: 'page-head' }, h('h1', {}, title), h('div', { class: 'actions' }, actions));
-}
-
-/** A loading placeholder. */
-export function loading(what = 'Loading…') {
-  return h('p', { class: 'muted', 'aria-busy': 'true' }, what);
 }
