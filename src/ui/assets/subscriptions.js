@@ -231,18 +231,17 @@ function deliveryColumns(refresh) {
 function deliveriesPanel(s) {
   const list = h('div', {});
   const filter = field({ label: 'Status', name: 'status', type: 'select', options: [['', 'All'], ['pending', 'pending'], ['delivering', 'delivering'], ['succeeded', 'succeeded'], ['failed', 'failed']] });
-  const load = async (cursor, append = false) => {
+  // The rows shown so far: "Load more" adds the next page to them.
+  let shown = [];
+  const load = async (cursor) => {
     try {
       const page = await api(`/subscriptions/${enc(s.id)}/deliveries`, {
         query: { status: filter.querySelector('select').value, cursor, limit: 50 },
       });
-      const rows = page.data || [];
-      const tableEl = table(deliveryColumns(() => load(null)), rows, { empty: 'No delivery matches.', caption: 'Deliveries' });
-      const more = page.next_cursor ? actionButton('Load more', () => load(page.next_cursor, true), { kind: 'secondary' }) : null;
-      if (append) {
-        list.lastElementChild?.remove();
-        list.append(tableEl, more || '');
-      } else mount(list, tableEl, more);
+      shown = cursor ? shown.concat(page.data || []) : page.data || [];
+      mount(list,
+        table(deliveryColumns(() => load(null)), shown, { empty: 'No delivery matches.', caption: 'Deliveries' }),
+        page.next_cursor ? actionButton('Load more', () => load(page.next_cursor), { kind: 'secondary' }) : null);
     } catch (e) {
       mount(list, errorBox(e));
     }
