@@ -123,6 +123,28 @@ async fn send_a_fixture_and_a_template_then_list_show_and_export_them() {
         "newest first"
     );
 
+    // `events tail --json` prints the stream's frames, one JSON object per line.
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_zoomhook"))
+        .args(["events", "tail", "--after-seq", "0", "--json"])
+        .envs(client_env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn events tail");
+    let mut frames =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tail.stdout.take().unwrap()));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), frames.next_line())
+        .await
+        .expect("a frame within 20 s")
+        .expect("read")
+        .expect("a line");
+    let first: Value = serde_json::from_str(&first).expect("a JSON frame");
+    assert_eq!(first["type"], "event", "{first}");
+    assert_eq!(first["seq"], 1, "{first}");
+    assert_eq!(first["event"], "meeting.created", "{first}");
+    tail.kill().await.expect("stop tail");
+
     let table = zoomhook(&["events", "list", "--event", "meeting.c*"], &client_env).await;
     assert!(table.status.success());
     assert!(

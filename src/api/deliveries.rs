@@ -31,10 +31,10 @@ pub struct DeliveryParams {
 
 /// `GET /api/v1/subscriptions/{id}/deliveries` — newest event first; `cursor` pages; or the
 /// deliveries named by `ids`.
-#[utoipa::path(get, path = "/api/v1/subscriptions/{id}/deliveries", tag = "subscriptions",
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}/deliveries", operation_id = "list_deliveries", tag = "subscriptions",
     summary = "A subscription's deliveries, newest event first.",
     params(("id" = String, Path), DeliveryParams),
-    responses((status = 200, body = Page<Delivery>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Delivery>, description = "A page of the subscription's deliveries"), crate::api::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -103,10 +103,10 @@ async fn by_id(
 }
 
 /// `GET /api/v1/deliveries/{id}` — with every attempt.
-#[utoipa::path(get, path = "/api/v1/deliveries/{id}", tag = "subscriptions",
+#[utoipa::path(get, path = "/api/v1/deliveries/{id}", operation_id = "get_delivery", tag = "subscriptions",
     summary = "One delivery with every attempt.",
     params(("id" = String, Path)),
-    responses((status = 200, body = Delivery), crate::api::openapi::Errors))]
+    responses((status = 200, body = Delivery, description = "The delivery with its attempts"), crate::api::openapi::Errors))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -120,10 +120,10 @@ pub async fn show(
 }
 
 /// `POST /api/v1/deliveries/{id}/retry` — due now, with a fresh retry schedule.
-#[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", tag = "subscriptions",
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", operation_id = "retry_delivery", tag = "subscriptions",
     summary = "Make a delivery due now, with a fresh retry schedule; answers it, pending.",
     params(("id" = String, Path)),
-    responses((status = 202, body = Delivery), crate::api::openapi::Errors))]
+    responses((status = 202, body = Delivery, description = "Queued again: the delivery, pending"), crate::api::openapi::Errors))]
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,

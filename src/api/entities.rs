@@ -123,9 +123,9 @@ fn meeting_status_param(p: &ListParams) -> Result<(), HttpError> {
 }
 
 /// `GET /api/v1/meetings`
-#[utoipa::path(get, path = "/api/v1/meetings", tag = "meetings", summary = "Meetings, with filters.",
+#[utoipa::path(get, path = "/api/v1/meetings", operation_id = "list_meetings", tag = "meetings", summary = "Meetings, with filters.",
     params(ListParams),
-    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Entity>, description = "A page of meetings"), crate::api::openapi::Errors))]
 pub async fn meetings(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
@@ -135,9 +135,9 @@ pub async fn meetings(
 }
 
 /// `GET /api/v1/meetings/{id}`
-#[utoipa::path(get, path = "/api/v1/meetings/{id}", tag = "meetings", summary = "One meeting.",
+#[utoipa::path(get, path = "/api/v1/meetings/{id}", operation_id = "get_meeting", tag = "meetings", summary = "One meeting.",
     params(("id" = String, Path)),
-    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
+    responses((status = 200, body = Entity, description = "The meeting"), crate::api::openapi::Errors))]
 pub async fn meeting(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -146,9 +146,9 @@ pub async fn meeting(
 }
 
 /// `GET /api/v1/meetings/{id}/instances`
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/instances", tag = "meetings", summary = "A meeting's instances (occurrences that started).",
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/instances", operation_id = "list_meeting_instances", tag = "meetings", summary = "A meeting's instances (occurrences that started).",
     params(("id" = String, Path), ListParams),
-    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Entity>, description = "A page of the meeting's instances"), crate::api::openapi::Errors))]
 pub async fn meeting_instances(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -158,9 +158,9 @@ pub async fn meeting_instances(
 }
 
 /// `GET /api/v1/meeting-instances/{uuid}`
-#[utoipa::path(get, path = "/api/v1/meeting-instances/{uuid}", tag = "meetings", summary = "One meeting instance.",
+#[utoipa::path(get, path = "/api/v1/meeting-instances/{uuid}", operation_id = "get_meeting_instance", tag = "meetings", summary = "One meeting instance.",
     params(("uuid" = String, Path)),
-    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
+    responses((status = 200, body = Entity, description = "The meeting instance"), crate::api::openapi::Errors))]
 pub async fn instance(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
@@ -172,9 +172,9 @@ pub async fn instance(
 
 /// `GET /api/v1/meeting-instances/{uuid}/participants` — each participant with sessions and
 /// attendance. An open session of an ended instance counts until the instance's end.
-#[utoipa::path(get, path = "/api/v1/meeting-instances/{uuid}/participants", tag = "meetings", summary = "An instance's participants with sessions and attendance.",
+#[utoipa::path(get, path = "/api/v1/meeting-instances/{uuid}/participants", operation_id = "list_participants", tag = "meetings", summary = "An instance's participants with sessions and attendance.",
     params(("uuid" = String, Path), ListParams),
-    responses((status = 200, body = Page<Participant>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Participant>, description = "A page of the instance's participants"), crate::api::openapi::Errors))]
 pub async fn participants(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
@@ -194,9 +194,9 @@ pub async fn participants(
 }
 
 /// `GET /api/v1/recordings`
-#[utoipa::path(get, path = "/api/v1/recordings", tag = "recordings", summary = "Recordings.",
+#[utoipa::path(get, path = "/api/v1/recordings", operation_id = "list_recordings", tag = "recordings", summary = "Recordings.",
     params(ListParams),
-    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Entity>, description = "A page of recordings"), crate::api::openapi::Errors))]
 pub async fn recordings(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
@@ -205,9 +205,9 @@ pub async fn recordings(
 }
 
 /// `GET /api/v1/recordings/{uuid}`
-#[utoipa::path(get, path = "/api/v1/recordings/{uuid}", tag = "recordings", summary = "One recording.",
+#[utoipa::path(get, path = "/api/v1/recordings/{uuid}", operation_id = "get_recording", tag = "recordings", summary = "One recording.",
     params(("uuid" = String, Path)),
-    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
+    responses((status = 200, body = Entity, description = "The recording"), crate::api::openapi::Errors))]
 pub async fn recording(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
@@ -218,9 +218,9 @@ pub async fn recording(
 }
 
 /// `GET /api/v1/users`
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", summary = "Users.",
+#[utoipa::path(get, path = "/api/v1/users", operation_id = "list_users", tag = "users", summary = "Users.",
     params(ListParams),
-    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Entity>, description = "A page of users"), crate::api::openapi::Errors))]
 pub async fn users(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
@@ -229,9 +229,9 @@ pub async fn users(
 }
 
 /// `GET /api/v1/users/{id}`
-#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", summary = "One user.",
+#[utoipa::path(get, path = "/api/v1/users/{id}", operation_id = "get_user", tag = "users", summary = "One user.",
     params(("id" = String, Path)),
-    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
+    responses((status = 200, body = Entity, description = "The user"), crate::api::openapi::Errors))]
 pub async fn user(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -240,9 +240,9 @@ pub async fn user(
 }
 
 /// `GET /api/v1/webinars`
-#[utoipa::path(get, path = "/api/v1/webinars", tag = "webinars", summary = "Webinars.",
+#[utoipa::path(get, path = "/api/v1/webinars", operation_id = "list_webinars", tag = "webinars", summary = "Webinars.",
     params(ListParams),
-    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Entity>, description = "A page of webinars"), crate::api::openapi::Errors))]
 pub async fn webinars(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
@@ -252,9 +252,9 @@ pub async fn webinars(
 }
 
 /// `GET /api/v1/webinars/{id}`
-#[utoipa::path(get, path = "/api/v1/webinars/{id}", tag = "webinars", summary = "One webinar.",
+#[utoipa::path(get, path = "/api/v1/webinars/{id}", operation_id = "get_webinar", tag = "webinars", summary = "One webinar.",
     params(("id" = String, Path)),
-    responses((status = 200, body = Entity), crate::api::openapi::Errors))]
+    responses((status = 200, body = Entity, description = "The webinar"), crate::api::openapi::Errors))]
 pub async fn webinar(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -263,9 +263,9 @@ pub async fn webinar(
 }
 
 /// `GET /api/v1/webinars/{id}/registrants`
-#[utoipa::path(get, path = "/api/v1/webinars/{id}/registrants", tag = "webinars", summary = "A webinar's registrants.",
+#[utoipa::path(get, path = "/api/v1/webinars/{id}/registrants", operation_id = "list_registrants", tag = "webinars", summary = "A webinar's registrants.",
     params(("id" = String, Path), ListParams),
-    responses((status = 200, body = Page<Entity>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Entity>, description = "A page of the webinar's registrants"), crate::api::openapi::Errors))]
 pub async fn registrants(
     State(s): State<AppState>,
     Path(id): Path<String>,

@@ -100,10 +100,10 @@ pub fn to_query(p: &ListParams) -> Result<EventQuery, HttpError> {
 }
 
 /// `GET /api/v1/events`
-#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "list_events", tag = "events",
     summary = "Events of the log, filtered, oldest first (or newest with `order=desc`).",
     params(ListParams),
-    responses((status = 200, body = Page<Event>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Event>, description = "A page of events"), crate::api::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
@@ -121,10 +121,10 @@ pub async fn list(
 }
 
 /// `GET /api/v1/events/{id}` — metadata, the raw body and the event's deliveries.
-#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
+#[utoipa::path(get, path = "/api/v1/events/{id}", operation_id = "get_event", tag = "events",
     summary = "One event with its body as received and where it was delivered.",
     params(("id" = String, Path)),
-    responses((status = 200, body = Event), crate::api::openapi::Errors))]
+    responses((status = 200, body = Event, description = "The event with its body and deliveries"), crate::api::openapi::Errors))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -137,7 +137,7 @@ pub async fn show(
 }
 
 /// `GET /api/v1/events/{id}/raw` — the body exactly as Zoom sent it.
-#[utoipa::path(get, path = "/api/v1/events/{id}/raw", tag = "events",
+#[utoipa::path(get, path = "/api/v1/events/{id}/raw", operation_id = "get_event_body", tag = "events",
     summary = "The event's body, byte for byte as received.",
     params(("id" = String, Path)),
     responses((status = 200, content_type = "application/json", body = Object, description = "The body as received"), crate::api::openapi::Errors))]
@@ -159,7 +159,7 @@ async fn find(state: &AppState, id: &str) -> Result<StoredEvent, HttpError> {
 
 /// `POST /api/v1/events` — the team's own applications publish their own events into the log,
 /// to be fanned out like Zoom's (same filters, signing, retries, replay). Source `api`.
-#[utoipa::path(post, path = "/api/v1/events", tag = "events",
+#[utoipa::path(post, path = "/api/v1/events", operation_id = "publish_event", tag = "events",
     summary = "Publish an event of your own into the log, to be fanned out like Zoom's.",
     request_body = PublishInput,
     responses((status = 201, body = Published, description = "Stored"), (status = 200, body = Published, description = "A duplicate of an earlier publish with the same idempotency key"), crate::api::openapi::Errors))]

@@ -12,8 +12,8 @@ use axum::Json;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::Value;
-use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi, RefOr, Schema};
 use utoipa::{IntoResponses, Modify};
 
 use super::model::ApiError;
@@ -89,6 +89,7 @@ impl Document {
     /// Wraps the document the router produced.
     pub fn new(mut openapi: OpenApi) -> Document {
         openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        answers_carry_every_field(&mut openapi);
         Document(Arc::new(openapi))
     }
 
@@ -111,6 +112,68 @@ impl Document {
             header::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
         );
         response
+    }
+}
+
+/// docs/api.md: "a field that has no value is present as `null`, never left out". utoipa makes an
+/// `Option` field optional, which would let an answer drop it unnoticed; so every property of
+/// every schema an answer uses (directly or nested) is marked required here, in one place. Request
+/// bodies keep their optional fields: a client may leave them out.
+fn answers_carry_every_field(openapi: &mut OpenApi) {
+    let json = serde_json::to_value(&*openapi).unwrap_or_default();
+    let schemas = &json["components"]["schemas"];
+    let mut answered = std::collections::BTreeSet::new();
+    let mut pending: Vec<String> = Vec::new();
+    for item in json["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for op in item.as_object().into_iter().flat_map(|o| o.values()) {
+            collect_refs(&op["responses"], &mut pending);
+        }
+    }
+    while let Some(name) = pending.pop() {
+        if answered.insert(name.clone()) {
+            collect_refs(&schemas[name.as_str()], &mut pending);
+        }
+    }
+    let Some(components) = openapi.components.as_mut() else {
+        return;
+    };
+    for (name, schema) in components.schemas.iter_mut() {
+        if answered.contains(name) {
+            require_all(schema);
+        }
+    }
+}
+
+/// The names of the component schemas `value` refers to.
+fn collect_refs(value: &Value, names: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(name) = map
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            {
+                names.push(name.to_owned());
+            }
+            map.values().for_each(|v| collect_refs(v, names));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, names)),
+        _ => {}
+    }
+}
+
+/// Marks every property of an object schema required, also inside `allOf` (a flattened field).
+fn require_all(schema: &mut RefOr<Schema>) {
+    match schema {
+        RefOr::T(Schema::Object(object)) => {
+            object.required = object.properties.keys().cloned().collect();
+        }
+        RefOr::T(Schema::AllOf(all)) => all.items.iter_mut().for_each(require_all),
+        _ => {}
     }
 }
 

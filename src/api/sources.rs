@@ -76,9 +76,9 @@ pub struct SourceList {
 }
 
 /// `GET /api/v1/sources`
-#[utoipa::path(get, path = "/api/v1/sources", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/sources", operation_id = "list_sources", tag = "operations",
     summary = "Every inbound source with its state; WebSocket sources with their leader and recent gaps.",
-    responses((status = 200, body = SourceList), crate::api::openapi::Errors))]
+    responses((status = 200, body = SourceList, description = "Every source"), crate::api::openapi::Errors))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<SourceList>, HttpError> {
     let leaders = leaders(&state).await?;
     let mut data = Vec::with_capacity(state.config.sources.len());

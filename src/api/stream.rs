@@ -43,7 +43,7 @@ pub struct StreamParams {
 }
 
 /// `GET /api/v1/stream`
-#[utoipa::path(get, path = "/api/v1/stream", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/stream", operation_id = "open_stream", tag = "operations",
     summary = "WebSocket: every matching event as a JSON text frame, in log order, resumable with `after_seq`.",
     params(StreamParams),
     responses(

@@ -75,10 +75,10 @@ fn deliverable(state: &AppState, sub: &rows::Subscription) -> Result<(), HttpErr
 }
 
 /// `POST /api/v1/subscriptions`
-#[utoipa::path(post, path = "/api/v1/subscriptions", tag = "subscriptions",
+#[utoipa::path(post, path = "/api/v1/subscriptions", operation_id = "create_subscription", tag = "subscriptions",
     summary = "Create a subscription; the answer holds the generated secret, once.",
     request_body = SubscriptionInput,
-    responses((status = 201, body = Subscription), crate::api::openapi::Errors))]
+    responses((status = 201, body = Subscription, description = "Created; `secret` holds the generated secret"), crate::api::openapi::Errors))]
 pub async fn create(
     State(state): State<AppState>,
     Body(body): Body,
@@ -94,9 +94,9 @@ pub async fn create(
 }
 
 /// `GET /api/v1/subscriptions`
-#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "subscriptions",
+#[utoipa::path(get, path = "/api/v1/subscriptions", operation_id = "list_subscriptions", tag = "subscriptions",
     summary = "Every subscription (one page: they are few).",
-    responses((status = 200, body = Page<Subscription>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<Subscription>, description = "Every subscription"), crate::api::openapi::Errors))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Page<Subscription>>, HttpError> {
     let mut data = Vec::new();
     for sub in state.store.list_subscriptions().await? {
@@ -106,10 +106,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Page<Subscriptio
 }
 
 /// `GET /api/v1/subscriptions/{id}`
-#[utoipa::path(get, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}", operation_id = "get_subscription", tag = "subscriptions",
     summary = "One subscription, with its delivery counts.",
     params(("id" = String, Path)),
-    responses((status = 200, body = Subscription), crate::api::openapi::Errors))]
+    responses((status = 200, body = Subscription, description = "The subscription"), crate::api::openapi::Errors))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -119,10 +119,10 @@ pub async fn show(
 }
 
 /// `GET /api/v1/subscriptions/{id}/secret`
-#[utoipa::path(get, path = "/api/v1/subscriptions/{id}/secret", tag = "subscriptions",
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}/secret", operation_id = "get_subscription_secret", tag = "subscriptions",
     summary = "The subscription's signing secret, and the previous one while a rotation overlaps.",
     params(("id" = String, Path)),
-    responses((status = 200, body = Secrets), crate::api::openapi::Errors))]
+    responses((status = 200, body = Secrets, description = "The secrets"), crate::api::openapi::Errors))]
 pub async fn secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -136,11 +136,11 @@ pub async fn secret(
 /// the old one keeps signing for `rotation_overlap`:
 /// beside the new one (`standard`), or instead of it until the overlap ends (`zoom`, whose
 /// header carries one signature).
-#[utoipa::path(patch, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+#[utoipa::path(patch, path = "/api/v1/subscriptions/{id}", operation_id = "update_subscription", tag = "subscriptions",
     summary = "Change any field; `rotate_secret: true` rotates the secret (a generated one is in the answer, once).",
     params(("id" = String, Path)),
     request_body = SubscriptionInput,
-    responses((status = 200, body = Subscription), crate::api::openapi::Errors))]
+    responses((status = 200, body = Subscription, description = "The subscription as changed"), crate::api::openapi::Errors))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -176,7 +176,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/v1/subscriptions/{id}` — with its deliveries and attempts.
-#[utoipa::path(delete, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+#[utoipa::path(delete, path = "/api/v1/subscriptions/{id}", operation_id = "delete_subscription", tag = "subscriptions",
     summary = "Delete a subscription with its deliveries and attempts.",
     params(("id" = String, Path)),
     responses((status = 204, description = "Deleted"), crate::api::openapi::Errors))]
@@ -193,11 +193,11 @@ pub async fn delete(
 }
 
 /// `POST /api/v1/subscriptions/{id}/replay` — re-queues the matching events of a range.
-#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/replay", tag = "subscriptions",
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/replay", operation_id = "replay_subscription", tag = "subscriptions",
     summary = "Queue again the subscription's events of a range (by seq, time or entity); an empty body replays everything it matches.",
     params(("id" = String, Path)),
     request_body(content = Option<ReplayInput>),
-    responses((status = 200, body = Replayed), crate::api::openapi::Errors))]
+    responses((status = 200, body = Replayed, description = "What was queued"), crate::api::openapi::Errors))]
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -242,10 +242,10 @@ pub async fn replay(
 
 /// `POST /api/v1/subscriptions/{id}/test` — one signed test delivery, sent now, not queued;
 /// answers what the endpoint said.
-#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/test", tag = "subscriptions",
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/test", operation_id = "test_subscription", tag = "subscriptions",
     summary = "Send one signed `zoomhook.test` event now (not queued) and answer what the endpoint said.",
     params(("id" = String, Path)),
-    responses((status = 200, body = TestSend), crate::api::openapi::Errors))]
+    responses((status = 200, body = TestSend, description = "What the endpoint answered"), crate::api::openapi::Errors))]
 pub async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,

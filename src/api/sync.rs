@@ -27,9 +27,9 @@ pub struct SyncStatus {
 }
 
 /// `GET /api/v1/sync`
-#[utoipa::path(get, path = "/api/v1/sync", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/sync", operation_id = "get_sync_status", tag = "operations",
     summary = "Where the entity sync reader stands in the log.",
-    responses((status = 200, body = SyncStatus), crate::api::openapi::Errors))]
+    responses((status = 200, body = SyncStatus, description = "Where sync stands"), crate::api::openapi::Errors))]
 pub async fn status(State(state): State<AppState>) -> Result<Json<SyncStatus>, HttpError> {
     let position = state.store.reader_position(READER).await?;
     let head = state.store.head_seq().await?;
@@ -77,10 +77,10 @@ impl From<QuarantinedEvent> for QuarantineView {
 }
 
 /// `GET /api/v1/sync/quarantine` — entries sync skipped because they could not be applied.
-#[utoipa::path(get, path = "/api/v1/sync/quarantine", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/sync/quarantine", operation_id = "list_quarantined", tag = "operations",
     summary = "Log entries sync skipped because they could not be applied.",
     params(QuarantineParams),
-    responses((status = 200, body = Page<QuarantineView>), crate::api::openapi::Errors))]
+    responses((status = 200, body = Page<QuarantineView>, description = "A page of quarantined entries"), crate::api::openapi::Errors))]
 pub async fn quarantine(
     State(state): State<AppState>,
     Query(params): Query<QuarantineParams>,

@@ -53,6 +53,9 @@ pub enum EventsCommand {
         /// scripts that pass it keep working.
         #[arg(long, hide = true, value_parser = parse_interval)]
         interval: Option<Duration>,
+        /// Print each event as the stream's JSON frame, one per line (NDJSON), instead of a table row.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -153,8 +156,9 @@ pub async fn run(cmd: EventsCommand) -> anyhow::Result<()> {
             filter,
             after_seq,
             interval: _,
+            json,
             client,
-        } => super::tail::tail(filter, after_seq, client).await,
+        } => super::tail::tail(filter, after_seq, json, client).await,
         EventsCommand::Export {
             filter,
             after_seq,

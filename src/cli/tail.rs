@@ -12,6 +12,8 @@ use crate::core::clock::parse_time;
 /// Prints the events that pass the filters the stream does not apply itself.
 struct Printer {
     filter: Filter,
+    /// Each frame as the JSON it came as, one per line, instead of a table row.
+    json: bool,
 }
 
 #[async_trait]
@@ -26,7 +28,11 @@ impl FrameHandler for Printer {
         if let Some(seq) = frame["seq"].as_i64()
             && matches_locally(frame, &self.filter)
         {
-            print_line(frame, seq);
+            if self.json {
+                println!("{frame}");
+            } else {
+                print_line(frame, seq);
+            }
         }
         Ok(())
     }
@@ -36,6 +42,7 @@ impl FrameHandler for Printer {
 pub async fn tail(
     filter: Filter,
     after_seq: Option<i64>,
+    json: bool,
     client: ClientArgs,
 ) -> anyhow::Result<()> {
     let events = filter.event.clone();
@@ -44,7 +51,7 @@ pub async fn tail(
         &client,
         events.as_deref(),
         &mut cursor,
-        &mut Printer { filter },
+        &mut Printer { filter, json },
     )
     .await
 }
@@ -71,7 +78,7 @@ fn matches_locally(frame: &Value, filter: &Filter) -> bool {
     since_ok && until_ok && entity_ok && source_ok
 }
 
-/// One line per event, as `events tail` always printed it.
+/// One line per event: seq, when it was received (local time), name, object and id.
 fn print_line(frame: &Value, seq: i64) {
     let text = |key: &str| frame[key].as_str().unwrap_or("-").to_owned();
     let object = frame["object_id"]
@@ -81,7 +88,7 @@ fn print_line(frame: &Value, seq: i64) {
     println!(
         "{:>8}  {}  {:<28}  {:<24}  {}",
         seq,
-        text("received_at"),
+        super::show_time::local(&text("received_at")),
         text("event"),
         object,
         text("id")

@@ -62,6 +62,50 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The database URL: used as text everywhere (`Deref<Target = str>`), but shown by `Debug` and
+/// `Display` with its password masked (`postgres://user:***@host/db`), so a configuration that
+/// reaches a log line or an error message never carries the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", crate::store::postgres::redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::store::postgres::redact_url(&self.0))
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> DatabaseUrl {
+        DatabaseUrl(url.to_owned())
+    }
+}
+
+impl PartialEq<&str> for DatabaseUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Settings of outbound delivery.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -87,7 +131,7 @@ pub struct Config {
     /// This instance's name among those sharing a database (`instance_id`; default host-pid):
     /// shown as the leader of sync, fan-out and WebSocket sources.
     pub instance_id: String,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// An admin token accepted as given (`ZOOMHOOK_ADMIN_TOKEN`).
     pub admin_token: Option<Secret>,
     /// Largest accepted webhook body.
@@ -273,7 +317,7 @@ impl Config {
         Ok(Config {
             listen,
             instance_id,
-            database_url,
+            database_url: DatabaseUrl(database_url),
             admin_token: r.secret("admin_token")?,
             max_body_bytes,
             read_timeout: r.duration("read_timeout", "10s")?,
@@ -661,6 +705,28 @@ pub fn parse_cidr(text: &str) -> Option<IpNet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_database_password() {
+        let cfg = resolve(
+            "",
+            &[(
+                "ZOOMHOOK_DATABASE_URL",
+                "postgres://app:hunter2-s3cret@db.internal/zoomhook",
+            )],
+        )
+        .expect("valid");
+        let shown = format!("{cfg:?} {}", cfg.database_url);
+        assert!(!shown.contains("hunter2-s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://app:***@db.internal/zoomhook"),
+            "{shown}"
+        );
+        assert_eq!(
+            &*cfg.database_url,
+            "postgres://app:hunter2-s3cret@db.internal/zoomhook"
+        );
+    }
 
     fn resolve(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut raw = RawConfig::default();
