@@ -60,12 +60,7 @@ pub async fn list(
             "`status` must be pending, delivering, succeeded or failed",
         ));
     }
-    let before_seq = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
-            HttpError::bad_request("`cursor` must be the `next_cursor` of an earlier page")
-        })?),
-        None => None,
-    };
+    let before_seq = crate::api::model::seq_cursor(p.cursor.as_deref())?;
     let rows = state
         .store
         .list_deliveries(&id, p.status.as_deref(), before_seq, limit)

@@ -74,12 +74,7 @@ pub fn to_query(p: &ListParams) -> Result<EventQuery, HttpError> {
             crate::store::query::MAX_PAGE
         )));
     }
-    let cursor = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            HttpError::bad_request("`cursor` must be the `next_cursor` of an earlier page")
-        })?),
-        None => None,
-    };
+    let cursor = crate::api::model::seq_cursor(p.cursor.as_deref())?;
     // A cursor continues in the page's direction: after its seq going up, before it going down.
     let (after_seq, before_seq) = match (cursor, descending) {
         (Some(c), false) => (Some(p.after_seq.map_or(c, |a| a.max(c))), p.before_seq),

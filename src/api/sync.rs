@@ -89,12 +89,7 @@ pub async fn quarantine(
     if !(1..=1000).contains(&limit) {
         return Err(HttpError::bad_request("`limit` must be between 1 and 1000"));
     }
-    let cursor = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(c) => c.parse::<i64>().map_err(|_| {
-            HttpError::bad_request("`cursor` must be the `next_cursor` of an earlier page")
-        })?,
-        None => 0,
-    };
+    let cursor = crate::api::model::seq_cursor(params.cursor.as_deref())?.unwrap_or(0);
     let after = params.after_seq.unwrap_or(0).max(cursor);
     let rows = state.store.list_quarantined(READER, after, limit).await?;
     let data = rows.into_iter().map(QuarantineView::from).collect();

@@ -31,26 +31,38 @@ pub struct EmailInput {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionInput {
+    /// `webhook` (default) or `email`.
+    #[schema(pattern = "^(webhook|email)$")]
     pub kind: Option<String>,
+    /// Where webhooks go (`http://` or `https://`); not for `email`.
+    #[schema(format = "uri")]
     pub url: Option<String>,
     /// Patterns as a list (or one comma-separated string).
     #[schema(value_type = Option<Vec<String>>)]
     pub events: Option<Value>,
+    /// `standard` (default, Standard Webhooks) or `zoom` (`x-zm-signature`).
+    #[schema(pattern = "^(standard|zoom)$")]
     pub scheme: Option<String>,
     /// A secret of the user's own instead of a generated one: the consumer's Zoom secret token
     /// (`zoom`), or an existing `whsec_…` secret (`standard`). On update only with
     /// `rotate_secret`, so every change of secret goes through the rotation overlap.
     pub secret: Option<String>,
     /// `raw` (default) or `compact` (`zoom` only): see [`signing::wire_body`].
+    #[schema(pattern = "^(raw|compact)$")]
     pub body_format: Option<String>,
     #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub headers: Option<serde_json::Map<String, Value>>,
-    /// A duration such as `10s`.
+    /// A duration from `100ms` to `60s`, such as `10s`.
+    #[schema(pattern = "^[0-9]+(ms|s|m|h)$")]
     pub timeout: Option<String>,
     /// Requests in flight to the endpoint at once, over every instance sharing the store.
+    #[schema(minimum = 1, maximum = 256)]
     pub max_in_flight: Option<i64>,
     /// Deliveries per second, per instance; `0` removes the limit.
+    #[schema(minimum = 0, maximum = 100000)]
     pub rate_limit: Option<i64>,
+    /// `none` (default) or `entity`: the events of one entity in log order.
+    #[schema(pattern = "^(none|entity)$")]
     pub ordering: Option<String>,
     pub https_only: Option<bool>,
     pub enabled: Option<bool>,
@@ -60,6 +72,8 @@ pub struct SubscriptionInput {
     /// `rotation_overlap` (beside the new one with `standard`, instead of it with `zoom`, whose
     /// header has one signature).
     pub rotate_secret: Option<bool>,
+    /// How long the previous secret keeps signing (default 24h; up to 30 days).
+    #[schema(pattern = "^[0-9]+(ms|s|m|h|d)$")]
     pub rotation_overlap: Option<String>,
 }
 

@@ -42,6 +42,19 @@ pub struct ApiError {
     pub detail: String,
 }
 
+/// The seq a `cursor` parameter names: the `next_cursor` of an earlier page of a list ordered
+/// by seq (events, deliveries, quarantined entries); `None` when none was given.
+pub fn seq_cursor(cursor: Option<&str>) -> Result<Option<i64>, crate::http_error::HttpError> {
+    match cursor.filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => c.parse::<i64>().map(Some).map_err(|_| {
+            crate::http_error::HttpError::bad_request(
+                "`cursor` must be the `next_cursor` of an earlier page",
+            )
+        }),
+    }
+}
+
 /// A time in an answer: RFC 3339, UTC.
 pub fn time(millis: i64) -> String {
     rfc3339(millis)

@@ -12,4 +12,4 @@ pub mod entity;
 pub mod event;
 pub mod subscription;
 
-pub use common::{ApiError, Page, format_duration, time, time_opt};
+pub use common::{ApiError, Page, format_duration, seq_cursor, time, time_opt};
