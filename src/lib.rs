@@ -4,8 +4,8 @@
 //! WebSocket; both append to the event log in [`store`] (acknowledging only after a durable
 //! commit). From the log, [`sync`] keeps entity state, [`deliver`] fans out to subscriptions and
 //! [`stream`] serves WebSocket clients; [`cluster`] decides which instance runs the single-reader
-//! work. The [`api`] reads it all. [`zoom`] holds the protocol facts, [`config`] the typed
-//! configuration, [`cli`] the command line.
+//! work. The [`api`] reads it all, and [`ui`] is the web dashboard on top of it. [`zoom`] holds
+//! the protocol facts, [`config`] the typed configuration, [`cli`] the command line.
 
 pub mod api;
 pub mod cli;
@@ -21,4 +21,5 @@ pub mod source;
 pub mod store;
 pub mod stream;
 pub mod sync;
+pub mod ui;
 pub mod zoom;

@@ -53,8 +53,9 @@ const COMMIT_STALLED_MS: i64 = 3_000;
 /// How often a failing store is probed, at most.
 const PROBE_EVERY_MS: i64 = 1_000;
 
-/// `Ok` when ready, else the error code and a human explanation.
-async fn readiness(state: &AppState) -> Result<(), (&'static str, String)> {
+/// `Ok` when ready, else the error code and a human explanation. Also `store.ok` of
+/// `GET /api/v1/stats`.
+pub(crate) async fn readiness(state: &AppState) -> Result<(), (&'static str, String)> {
     let health = state.appender.health();
     if !state.appender.is_alive() {
         return Err((

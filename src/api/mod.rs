@@ -11,6 +11,7 @@ pub mod health;
 pub mod model;
 pub mod openapi;
 pub mod sources;
+pub mod stats;
 pub mod stream;
 pub mod subscriptions;
 pub mod sync;
@@ -73,7 +74,10 @@ pub fn document() -> openapi::Document {
 /// error they answer is `{"error", "detail"}` JSON.
 pub fn router(state: AppState) -> Router<AppState> {
     let (admin, stream) = documented();
-    let admin = admin.route_layer(middleware::from_fn_with_state(state, auth::require_admin));
+    let admin = admin
+        // Admin-protected, not yet in the OpenAPI document (its schema is added separately).
+        .route("/api/v1/stats", get(stats::show))
+        .route_layer(middleware::from_fn_with_state(state, auth::require_admin));
     let (routes, openapi) = admin.merge(stream).split_for_parts();
     let doc = openapi::Document::new(openapi);
     let page = doc.clone();
@@ -84,6 +88,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(crate::ui::router())
         .fallback(errors::no_route)
         .layer(middleware::from_fn(errors::limit_uri_length))
 }
