@@ -36,7 +36,7 @@ const DELIVERIES: &str = "zoomhook_deliveries_total";
 const NOT_REJECTED: [&str; 3] = ["accepted", "duplicate", "url_validation"];
 
 /// The answer of `GET /api/v1/stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// When these figures were read (RFC 3339, UTC).
     pub generated_at: String,
@@ -47,7 +47,7 @@ pub struct Stats {
 }
 
 /// Webhook requests this process answered since it started.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestStats {
     /// Stored in the log.
     pub accepted_count: u64,
@@ -58,7 +58,7 @@ pub struct IngestStats {
 }
 
 /// Delivery attempts this process made since it started, and the queue in the store.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryStats {
     /// Attempts answered 2xx.
     pub succeeded_count: u64,
@@ -71,7 +71,7 @@ pub struct DeliveryStats {
 }
 
 /// Where the entity sync reader stands; each `null` if the store did not answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SyncStats {
     /// Log entries the reader has yet to consume.
     pub lag: Option<i64>,
@@ -82,14 +82,18 @@ pub struct SyncStats {
 }
 
 /// Which store this instance uses and whether it can take events (the `/readyz` verdict).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StoreStats {
     /// `sqlite` or `postgres`.
+    #[schema(value_type = String)]
     pub backend: &'static str,
     pub ok: bool,
 }
 
 /// `GET /api/v1/stats`
+#[utoipa::path(get, path = "/api/v1/stats", tag = "operations", operation_id = "get_stats",
+    summary = "Counters since this process started (ingest outcomes, delivery attempts), queue depth, sync lag and store health, for the dashboard's overview.",
+    responses((status = 200, body = Stats, description = "The counters"), crate::api::openapi::Errors))]
 pub async fn show(State(state): State<AppState>) -> Json<Stats> {
     let counters = totals(&state.metrics.render());
     let count = |metric: &str, outcome: &str| -> u64 {
