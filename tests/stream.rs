@@ -363,6 +363,36 @@ async fn refusals_are_json_before_the_upgrade(db: TestDb) {
         .expect("?token= works");
     assert_eq!(next_frame(&mut ws).await.expect("hello")["after_seq"], 0);
 
+    // Browsers offer the token as a subprotocol (never in the URL); the server selects
+    // `zoomhook.v1`, never echoing the token. A wrong one is refused like a wrong header.
+    let offer = |token: &str| {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+        let mut request = stream_url(&server, "?after_seq=0")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("zoomhook.v1, zoomhook.bearer.{encoded}")
+                .parse()
+                .expect("header"),
+        );
+        request
+    };
+    let (mut ws, response) = tokio_tungstenite::connect_async(offer(ADMIN))
+        .await
+        .expect("the subprotocol token works");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "zoomhook.v1",
+        "the server selects the protocol, not the token"
+    );
+    assert_eq!(next_frame(&mut ws).await.expect("hello")["type"], "hello");
+    match tokio_tungstenite::connect_async(offer("wrong")).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
+        other => panic!("a wrong subprotocol token is refused, got {other:?}"),
+    }
+
     for (query, status) in [
         ("", 401),
         ("?token=wrong", 401),

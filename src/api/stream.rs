@@ -38,13 +38,16 @@ pub struct StreamParams {
     pub events: Option<String>,
     /// Resume: send the matching events with a greater seq first.
     pub after_seq: Option<String>,
-    /// The admin token, for clients that cannot set an `Authorization` header (browsers).
+    /// The admin token, for clients that can set neither an `Authorization` header nor
+    /// subprotocols. Prefer the header, or (browsers) the subprotocol
+    /// `zoomhook.bearer.<base64url(token)>` offered beside `zoomhook.v1`: a URL may be logged.
     pub token: Option<String>,
 }
 
 /// `GET /api/v1/stream`
 #[utoipa::path(get, path = "/api/v1/stream", operation_id = "open_stream", tag = "operations",
     summary = "WebSocket: every matching event as a JSON text frame, in log order, resumable with `after_seq`.",
+    description = "The admin token goes in `Authorization: Bearer`, or, from a browser, as the subprotocol `zoomhook.bearer.<base64url(token)>` offered beside `zoomhook.v1` (which the server selects).",
     params(StreamParams),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
@@ -56,7 +59,9 @@ pub async fn stream(
     Query(params): Query<StreamParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
-    let token = bearer_token(&headers).or(params.token.clone());
+    let token = bearer_token(&headers)
+        .or_else(|| protocol_token(&headers))
+        .or(params.token.clone());
     check_admin_token(&state, token.as_deref()).await?;
     let patterns = match params.events.as_deref() {
         Some(list) => {
@@ -102,11 +107,37 @@ fn start(upgrade: WebSocketUpgrade, session: Session) -> Response {
         }
     });
     upgrade
+        .protocols([PROTOCOL])
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             let _ = socket_tx.send(socket);
         })
+}
+
+/// The subprotocol a client offers next to [`PROTOCOL_TOKEN_PREFIX`]`<token>`, and the one the
+/// server selects: the token itself is never echoed back.
+const PROTOCOL: &str = "zoomhook.v1";
+/// A browser cannot set `Authorization` on a WebSocket, but can offer subprotocols: it sends
+/// `Sec-WebSocket-Protocol: zoomhook.v1, zoomhook.bearer.<base64url(token)>`, which keeps the
+/// token out of the URL (and so out of proxies' access logs and the browser's history).
+const PROTOCOL_TOKEN_PREFIX: &str = "zoomhook.bearer.";
+
+/// The admin token offered as a subprotocol, if any.
+fn protocol_token(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(PROTOCOL_TOKEN_PREFIX))
+        .and_then(|encoded| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(encoded.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
 fn parse_after_seq(value: Option<&str>) -> Result<Option<i64>, HttpError> {

@@ -52,11 +52,23 @@ async function postWebhook(body) {
   check(response.ok, `webhook accepted (HTTP ${response.status}: ${await response.text()})`);
 }
 
+/** Every WebSocket URL the pages opened (the live tail must have used one). */
+const sockets = [];
+
 function watch(page, label) {
   page.on('console', (m) => {
     if (m.type() === 'error') problems.push(`${label} console error: ${m.text()} at ${JSON.stringify(m.location())}`);
   });
   page.on('pageerror', (e) => problems.push(`${label} page error: ${e.message}`));
+  // The token never travels in a URL: not in a request's, not in the live stream's.
+  const inUrl = (url) => plan.token && url.includes(plan.token);
+  page.on('request', (r) => {
+    if (inUrl(r.url())) problems.push(`${label} the token is in a request URL: ${r.url()}`);
+  });
+  page.on('websocket', (ws) => {
+    sockets.push(ws.url());
+    if (inUrl(ws.url())) problems.push(`${label} the token is in the stream's URL: ${ws.url()}`);
+  });
   page.on('response', (r) => {
     const url = r.url();
     if (r.status() >= 400 && !url.includes('/webhooks/')) problems.push(`${label} HTTP ${r.status()} for ${url}`);
@@ -351,6 +363,7 @@ try {
       await shot(small, `phone-${name}`);
     }
   });
+  check(sockets.length > 0, 'the live tail opened the stream');
   check(problems.length === 0, `no console errors:\n  ${problems.join('\n  ')}`);
   summary.ok = true;
 } catch (e) {

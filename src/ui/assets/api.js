@@ -1,9 +1,9 @@
 // The admin API client of the dashboard. One place knows where the token lives and how it is sent.
 //
 // The token is kept in sessionStorage: it lasts while the tab is open and is gone when it closes,
-// and it is never written into a URL (URLs end up in history, logs and Referer headers) — with one
-// exception, the WebSocket stream, because browsers cannot set headers on a WebSocket and
-// zoomhook's stream takes the token only from `Authorization` or `?token=` (see streamUrl).
+// and it is never written into a URL (URLs end up in history, logs and Referer headers). Requests
+// carry it as `Authorization: Bearer`; the WebSocket stream, which browsers cannot give headers,
+// as a subprotocol (see streamProtocols).
 
 const TOKEN_KEY = 'zoomhook.admin_token';
 
@@ -113,16 +113,24 @@ export async function apiAll(path, query = {}, max = 1000) {
   return items.slice(0, max);
 }
 
-/**
- * The WebSocket URL of `/api/v1/stream`. The token goes in `?token=` — the only place the
- * dashboard puts it in a URL — because a browser WebSocket cannot carry an Authorization header
- * and the stream does not read `Sec-WebSocket-Protocol`. The server never logs query strings of
- * the stream, and the connection is same-origin.
- */
+/** The WebSocket URL of `/api/v1/stream`: no token in it (see streamProtocols). */
 export function streamUrl(query) {
   const url = apiUrl('/stream', query);
   url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const token = getToken();
-  if (token) url.searchParams.set('token', token);
   return url.toString();
+}
+
+/**
+ * The subprotocols to open the stream with. A browser WebSocket cannot carry an Authorization
+ * header, so the token travels as the subprotocol `zoomhook.bearer.<base64url(token)>` beside
+ * `zoomhook.v1`, the one the server selects: never in a URL, where it could reach a proxy's log
+ * or the browser's history.
+ */
+export function streamProtocols() {
+  const token = getToken() || '';
+  const bytes = new TextEncoder().encode(token);
+  let binary = '';
+  for (const b of bytes) binary += String.fromCharCode(b);
+  const encoded = btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  return ['zoomhook.v1', `zoomhook.bearer.${encoded}`];
 }

@@ -7,7 +7,7 @@
 // The stream filters by event pattern itself; entity and source filters are applied here to the
 // frames, which carry both.
 
-import { api, apiAll, streamUrl } from './api.js';
+import { api, apiAll, streamProtocols, streamUrl } from './api.js';
 import {
   actionButton, errorBox, field, formValues, h, link, localToIso, mount, pageHead, prettyJson,
   props, statusBadge, table, tableRow, time, toast, copyText, str,
@@ -129,7 +129,7 @@ export async function renderList(root, _params, query) {
   const setState = (text, dot) => mount(state, h('span', { class: `dot ${dot}` }), text);
   const connect = () => {
     const q = { events: filters.event, after_seq: newest ?? 0 };
-    const ws = new WebSocket(streamUrl(q));
+    const ws = new WebSocket(streamUrl(q), streamProtocols());
     socket = ws;
     ws.addEventListener('message', (m) => {
       let frame;
