@@ -108,6 +108,10 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
     let (status, instant) = get(&server, "/api/v1/meetings/86431910364").await;
     assert_eq!(status, 200);
     assert_eq!(instant["name"], "Jan's Zoom Meeting");
+    assert_eq!(
+        instant["start_time"], "2022-03-23T12:33:26Z",
+        "a meeting seen only starting shows its last start"
+    );
     let (_, instances) = get(&server, "/api/v1/meetings/86431910364/instances").await;
     let instance = &instances["data"][0];
     assert_eq!(instance["id"], "hwkAADUySwyG3GyUkqc0vA==");

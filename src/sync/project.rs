@@ -122,6 +122,9 @@ pub fn project(kind: Kind, key: &str, parent: Option<&str>, doc: &EntityDoc) -> 
     };
     match kind {
         Kind::Meeting | Kind::Webinar => {
+            // A meeting known only from its starts (no `meeting.created` seen) still has a start
+            // to show and filter on: its last occurrence's.
+            row.start_at = row.start_at.or_else(|| time("last_instance.start_time"));
             row.status = if doc.tombstone.is_some() {
                 Some(MeetingStatus::PermanentlyDeleted.as_str().into())
             } else {
