@@ -206,7 +206,7 @@ async fn a_published_event_reads_back_as_written(db: TestDb) {
     let id = published["id"].as_str().expect("id");
     let event = server.api(&format!("/api/v1/events/{id}")).await;
     assert_eq!(event["event"], "case.updated");
-    assert_eq!(event["event_time"], "2026-11-28T09:30:00.25Z", "{event}");
+    assert_eq!(event["event_time"], "2026-11-28T09:30:00.250Z", "{event}");
     assert_eq!(event["source"], "api");
     assert_eq!(event["seq"], published["seq"]);
     assert!(event["deliveries"].is_array(), "where it went: {event}");
@@ -243,5 +243,18 @@ async fn a_published_event_reads_back_as_written(db: TestDb) {
         .api(&format!("/api/v1/events/{}", again["id"].as_str().unwrap()))
         .await;
     assert_rfc3339_utc(&event["event_time"]);
+
+    // A time RFC 3339 cannot write is refused when published, and shown as null when Zoom sends it.
+    let (status, refused) = post_json(
+        &server,
+        "/api/v1/events",
+        json!({"event": "case.updated", "payload": {}, "event_time": 99_999_999_999_999_999_i64}),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    let far = br#"{"event":"meeting.started","event_ts":99999999999999999,"payload":{"account_id":"A","object":{"id":"55555","uuid":"far==","host_id":"h1"}}}"#;
+    assert!(server.send(far).await.status().is_success());
+    let page = server.api("/api/v1/events?event=meeting.started").await;
+    assert!(page["data"][0]["event_time"].is_null(), "{page}");
     server.stop().await;
 }

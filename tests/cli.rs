@@ -416,12 +416,14 @@ async fn meetings_and_attendance_report_the_synchronised_state() {
         "name,email,sessions,total_seconds,first_join,last_leave"
     );
     assert!(
-        lines.contains(&"Jan,jan@example.com,1,13,2022-03-23T12:33:26Z,2022-03-23T12:33:39Z"),
+        lines.contains(
+            &"Jan,jan@example.com,1,13,2022-03-23T12:33:26.000Z,2022-03-23T12:33:39.000Z"
+        ),
         "{csv}"
     );
     // The guest never left: counted until the meeting ended (12:33:30 → 12:33:39).
     assert!(
-        lines.contains(&"\"Smith, \"\"Bo\"\"\",,1,9,2022-03-23T12:33:30Z,"),
+        lines.contains(&"\"Smith, \"\"Bo\"\"\",,1,9,2022-03-23T12:33:30.000Z,"),
         "{csv}"
     );
 
@@ -458,7 +460,10 @@ async fn meetings_and_attendance_report_the_synchronised_state() {
         .and_then(|all| all.iter().find(|p| p["name"] == "Jan"))
         .expect("Jan attended");
     assert_eq!(jan["attendance"]["total_seconds"], 13, "{jan}");
-    assert_eq!(jan["attendance"]["first_join_time"], "2022-03-23T12:33:26Z");
+    assert_eq!(
+        jan["attendance"]["first_join_time"],
+        "2022-03-23T12:33:26.000Z"
+    );
     let missing = zoomhook(&["meetings", "show", "1"], &client_env).await;
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("404"), "{}", stderr(&missing));

@@ -109,14 +109,14 @@ async fn fixtures_become_entities_through_the_api(db: TestDb) {
     assert_eq!(status, 200);
     assert_eq!(instant["name"], "Jan's Zoom Meeting");
     assert_eq!(
-        instant["start_time"], "2022-03-23T12:33:26Z",
+        instant["start_time"], "2022-03-23T12:33:26.000Z",
         "a meeting seen only starting shows its last start"
     );
     let (_, instances) = get(&server, "/api/v1/meetings/86431910364/instances").await;
     let instance = &instances["data"][0];
     assert_eq!(instance["id"], "hwkAADUySwyG3GyUkqc0vA==");
     assert_eq!(instance["status"], "ended");
-    assert_eq!(instance["end_time"], "2022-03-23T12:33:39Z");
+    assert_eq!(instance["end_time"], "2022-03-23T12:33:39.000Z");
 
     let (_, meeting) = get(&server, "/api/v1/meetings/1234567890").await;
     assert_eq!(

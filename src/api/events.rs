@@ -192,6 +192,9 @@ pub async fn publish(
         Some(serde_json::Value::String(t)) => parse_time(t).ok_or_else(bad_event_time)?,
         Some(_) => return Err(bad_event_time()),
     };
+    if crate::core::clock::rfc3339_checked(event_ts).is_none() {
+        return Err(bad_event_time());
+    }
     let event = serde_json::json!({
         "event": input.event,
         "event_ts": event_ts,

@@ -15,16 +15,26 @@ pub fn now_secs() -> i64 {
     now_millis() / 1000
 }
 
-/// Formats epoch milliseconds as RFC 3339 (UTC), for humans and API responses.
-pub fn rfc3339(millis: i64) -> String {
+/// Formats epoch milliseconds as RFC 3339 in UTC with exactly three fraction digits
+/// (`2026-11-28T09:30:00.000Z`): one width for every time, so times also sort as text. `None`
+/// for an instant outside the years 0000–9999, which RFC 3339 cannot write (a sender's
+/// `event_ts` can be anything).
+pub fn rfc3339_checked(millis: i64) -> Option<String> {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     let nanos = i128::from(millis) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| millis.to_string())
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+    if !(0..=9999).contains(&t.year()) {
+        return None;
+    }
+    t.format(FORMAT).ok()
+}
+
+/// [`rfc3339_checked`] for times this server made (always in range); an impossible one is
+/// written as its number rather than lost.
+pub fn rfc3339(millis: i64) -> String {
+    rfc3339_checked(millis).unwrap_or_else(|| millis.to_string())
 }
 
 /// Parses a time given as RFC 3339 or as epoch milliseconds; returns epoch milliseconds.
@@ -48,5 +58,19 @@ mod tests {
         assert_eq!(parse_time(&rfc3339(ms)), Some(ms));
         assert_eq!(parse_time("1648038806658"), Some(ms));
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn every_time_has_three_fraction_digits_and_impossible_ones_none() {
+        assert_eq!(rfc3339(1_648_038_806_000), "2022-03-23T12:33:26.000Z");
+        assert_eq!(rfc3339(1_648_038_806_650), "2022-03-23T12:33:26.650Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_checked(99_999_999_999_999_999), None);
+        assert_eq!(rfc3339_checked(i64::MIN), None);
+        assert_eq!(
+            rfc3339_checked(253_402_300_799_999).as_deref(),
+            Some("9999-12-31T23:59:59.999Z")
+        );
+        assert_eq!(rfc3339_checked(253_402_300_800_000), None);
     }
 }

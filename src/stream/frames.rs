@@ -78,7 +78,7 @@ pub fn event_text(event: &StoredEvent) -> String {
         seq: event.seq,
         id: &event.id,
         event: &event.event,
-        event_time: event.event_ts.map(rfc3339),
+        event_time: event.event_ts.and_then(crate::core::clock::rfc3339_checked),
         source: &event.source,
         received_at: rfc3339(event.received_at),
         object_id: event.object_id.as_deref(),

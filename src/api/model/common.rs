@@ -60,9 +60,10 @@ pub fn time(millis: i64) -> String {
     rfc3339(millis)
 }
 
-/// An optional time in an answer.
+/// An optional time in an answer; `null` also for an instant RFC 3339 cannot write (a sender's
+/// `event_ts` of year 5000000), rather than text that is not a time.
 pub fn time_opt(millis: Option<i64>) -> Option<String> {
-    millis.map(rfc3339)
+    millis.and_then(crate::core::clock::rfc3339_checked)
 }
 
 /// A duration as the API writes it: the largest of `h`, `m`, `s`, `ms` that divides it exactly
