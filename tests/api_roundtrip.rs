@@ -258,3 +258,76 @@ async fn a_published_event_reads_back_as_written(db: TestDb) {
     assert!(page["data"][0]["event_time"].is_null(), "{page}");
     server.stop().await;
 }
+
+both_backends!(a_subscription_that_could_never_be_sent_is_refused_and_changes_nothing);
+
+/// What a subscription holds must be sendable: an over-long URL, thousands of headers or
+/// patterns, control characters, or email settings on a webhook are a 400 when saved, not a
+/// failure on every delivery later.
+async fn a_subscription_that_could_never_be_sent_is_refused_and_changes_nothing(db: TestDb) {
+    let server = TestServer::start(delivery_config(&db, &[])).await;
+    let url = "http://127.0.0.1:9/hook";
+    let many_headers: serde_json::Map<String, Value> =
+        (0..200).map(|i| (format!("x-h{i}"), json!("v"))).collect();
+    let many_patterns: Vec<String> = (0..500).map(|i| format!("case{i}.*")).collect();
+    for (body, field) in [
+        (
+            json!({"url": format!("{url}/{}", "b".repeat(500_000)), "events": ["*"]}),
+            "url",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/a\u{0}b", "events": ["*"]}),
+            "url",
+        ),
+        (
+            json!({"url": url, "events": ["*"], "headers": many_headers}),
+            "headers",
+        ),
+        (json!({"url": url, "events": many_patterns}), "events"),
+        (
+            json!({"url": url, "events": ["*"], "description": "d".repeat(1_000_001)}),
+            "description",
+        ),
+        (
+            json!({"url": url, "events": ["*"], "description": "a\u{0}b"}),
+            "description",
+        ),
+        (
+            json!({"url": url, "events": ["*"], "email": {"to": "x@example.com"}}),
+            "email",
+        ),
+    ] {
+        let (status, answer) = post_json(&server, "/api/v1/subscriptions", body).await;
+        assert_eq!(status, 400, "{field}: {answer}");
+        assert!(
+            answer["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field),
+            "the error names `{field}`: {answer}"
+        );
+    }
+    let listed = server.api("/api/v1/subscriptions").await;
+    assert_eq!(listed["data"], json!([]), "nothing was saved: {listed}");
+
+    let sub = subscribe(&server, json!({"url": url, "events": ["*"]})).await;
+    let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+    let (status, answer) =
+        patch_json(&server, &path, json!({"email": {"to": "x@example.com"}})).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = patch_json(&server, &path, json!({"timeout": "2h"})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("100ms and 1m"),
+        "durations in the API's own form: {answer}"
+    );
+    let read = server.api(&path).await;
+    assert_eq!(
+        read["timeout"], "10s",
+        "a refused update changed nothing: {read}"
+    );
+    server.stop().await;
+}

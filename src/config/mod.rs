@@ -695,6 +695,20 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     humantime::parse_duration(text).ok()
 }
 
+/// A duration as the API writes it: the largest of `h`, `m`, `s`, `ms` that divides it exactly
+/// (`90000` → `"90s"`, `120000` → `"2m"`), which `config::parse_duration` reads back.
+pub fn format_duration(millis: i64) -> String {
+    const UNITS: [(i64, &str); 3] = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    if millis != 0 {
+        for (size, unit) in UNITS {
+            if millis % size == 0 {
+                return format!("{}{unit}", millis / size);
+            }
+        }
+    }
+    format!("{millis}ms")
+}
+
 /// Parses a CIDR, accepting a bare address as a single-host network.
 pub fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()

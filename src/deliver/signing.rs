@@ -74,8 +74,8 @@ pub fn check_given_secret(scheme: &str, secret: &str) -> Result<(), String> {
             .map(|key| key.len());
         if !key_len.is_some_and(|n| STANDARD_KEY_BYTES.contains(&n)) {
             return Err(format!(
-                "a Standard Webhooks secret is {SECRET_PREFIX} followed by the base64 of 24 to 64 bytes (as Svix makes them); \
-                 for a Zoom secret token use the zoom scheme"
+                "must be {SECRET_PREFIX} followed by the base64 of 24 to 64 bytes, as Standard Webhooks \
+                 (and Svix) make them; for a Zoom secret token use the zoom scheme"
             ));
         }
     }

@@ -92,6 +92,44 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
     }
 }
 
+/// Bounds on what a subscription may hold, so that one that is saved can also be sent: a URL
+/// longer than HTTP clients accept, or thousands of headers, would only fail on every delivery.
+pub mod limits {
+    /// The longest URL (HTTP clients and servers commonly refuse beyond ~8 KiB).
+    pub const URL_BYTES: usize = 2048;
+    /// Event patterns per subscription, and the length of one.
+    pub const PATTERNS: usize = 100;
+    pub const PATTERN_BYTES: usize = 200;
+    /// Custom headers, and their total size (names and values).
+    pub const HEADERS: usize = 32;
+    pub const HEADER_BYTES: usize = 8 * 1024;
+    pub const DESCRIPTION_CHARS: usize = 1000;
+    /// Recipients and subject of an email, and its body template.
+    pub const EMAIL_LINE_BYTES: usize = 2000;
+    pub const EMAIL_BODY_BYTES: usize = 64 * 1024;
+}
+
+/// Text that must fit in `max` bytes and hold no control character (a NUL cannot even be
+/// stored by PostgreSQL); `multiline` allows line breaks and tabs.
+fn plain_text(
+    field: &'static str,
+    text: &str,
+    max: usize,
+    multiline: bool,
+) -> Result<(), InvalidField> {
+    if text.len() > max {
+        return Err(invalid(
+            field,
+            format!("must be at most {max} bytes (this one has {})", text.len()),
+        ));
+    }
+    let allowed = |c: char| multiline && matches!(c, '\n' | '\r' | '\t');
+    if text.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
 /// Headers zoomhook sets itself and a subscription may not override.
 const RESERVED_HEADERS: &[&str] = &[
     "content-length",
@@ -120,7 +158,11 @@ fn duration(
     if d < min || d > max {
         return Err(invalid(
             field,
-            format!("must be between {min:?} and {max:?}"),
+            format!(
+                "must be between {} and {}",
+                crate::config::format_duration(min.as_millis() as i64),
+                crate::config::format_duration(max.as_millis() as i64)
+            ),
         ));
     }
     Ok(d)
@@ -143,6 +185,16 @@ fn events(value: &Value) -> Result<String, InvalidField> {
         }
     };
     let list: Vec<String> = list.into_iter().filter(|p| !p.is_empty()).collect();
+    if list.len() > limits::PATTERNS || list.iter().any(|p| p.len() > limits::PATTERN_BYTES) {
+        return Err(invalid(
+            "events",
+            format!(
+                "at most {} patterns of {} bytes each",
+                limits::PATTERNS,
+                limits::PATTERN_BYTES
+            ),
+        ));
+    }
     if list.is_empty() {
         return Err(invalid(
             "events",
@@ -167,6 +219,7 @@ pub fn apply(
         sub.kind = kind;
     }
     if let Some(url) = input.url {
+        plain_text("url", &url, limits::URL_BYTES, false)?;
         sub.url = url;
     }
     if let Some(value) = &input.events {
@@ -198,6 +251,20 @@ pub fn apply(
         ));
     }
     if let Some(headers) = input.headers {
+        let size: usize = headers
+            .iter()
+            .map(|(name, value)| name.len() + value.as_str().map_or(0, str::len))
+            .sum();
+        if headers.len() > limits::HEADERS || size > limits::HEADER_BYTES {
+            return Err(invalid(
+                "headers",
+                format!(
+                    "at most {} headers of {} bytes in all",
+                    limits::HEADERS,
+                    limits::HEADER_BYTES
+                ),
+            ));
+        }
         for (name, value) in &headers {
             let lower = name.to_ascii_lowercase();
             if RESERVED_HEADERS.contains(&lower.as_str()) {
@@ -262,7 +329,36 @@ pub fn apply(
         sub.enabled = enabled;
     }
     if let Some(description) = input.description {
+        if description.chars().count() > limits::DESCRIPTION_CHARS {
+            return Err(invalid(
+                "description",
+                format!("must be at most {} characters", limits::DESCRIPTION_CHARS),
+            ));
+        }
+        plain_text("description", &description, usize::MAX, true)?;
         sub.description = description;
+    }
+    if let Some(email) = &input.email {
+        if sub.kind != "email" {
+            return Err(invalid(
+                "email",
+                "email settings are for \"kind\": \"email\" subscriptions",
+            ));
+        }
+        for (field, text, max, multiline) in [
+            ("email.to", &email.to, limits::EMAIL_LINE_BYTES, false),
+            (
+                "email.subject",
+                &email.subject,
+                limits::EMAIL_LINE_BYTES,
+                false,
+            ),
+            ("email.body", &email.body, limits::EMAIL_BODY_BYTES, true),
+        ] {
+            if let Some(text) = text {
+                plain_text(field, text, max, multiline)?;
+            }
+        }
     }
     if let Some(email) = input.email {
         sub.email_to = email.to.or(sub.email_to.take());

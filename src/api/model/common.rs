@@ -66,19 +66,8 @@ pub fn time_opt(millis: Option<i64>) -> Option<String> {
     millis.and_then(crate::core::clock::rfc3339_checked)
 }
 
-/// A duration as the API writes it: the largest of `h`, `m`, `s`, `ms` that divides it exactly
-/// (`90000` → `"90s"`, `120000` → `"2m"`), which `config::parse_duration` reads back.
-pub fn format_duration(millis: i64) -> String {
-    const UNITS: [(i64, &str); 3] = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")];
-    if millis != 0 {
-        for (size, unit) in UNITS {
-            if millis % size == 0 {
-                return format!("{}{unit}", millis / size);
-            }
-        }
-    }
-    format!("{millis}ms")
-}
+/// A duration as the API writes it (see [`crate::config::format_duration`]).
+pub use crate::config::format_duration;
 
 #[cfg(test)]
 mod tests {
