@@ -329,5 +329,40 @@ async fn a_subscription_that_could_never_be_sent_is_refused_and_changes_nothing(
         read["timeout"], "10s",
         "a refused update changed nothing: {read}"
     );
+
+    // A replay range that can only match nothing is a mistake, said as one; times as numbers too.
+    for bad in [
+        json!({"after_seq": 10, "to_seq": 5}),
+        json!({"after_seq": -5}),
+        json!({"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"}),
+        json!({"since": true}),
+    ] {
+        let (status, answer) = post_json(&server, &format!("{path}/replay"), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    let (status, answer) = post_json(
+        &server,
+        &format!("{path}/replay"),
+        json!({"since": 1_700_000_000_000_i64}),
+    )
+    .await;
+    assert_eq!(status, 200, "epoch milliseconds are a time: {answer}");
+    // A cursor this API never handed out is a 400, not an empty page.
+    for list in [
+        "/api/v1/events?cursor=-5".to_owned(),
+        "/api/v1/meetings?cursor=%00".to_owned(),
+        "/api/v1/sync/quarantine?cursor=abc".to_owned(),
+        format!("{path}/deliveries?cursor=-1"),
+    ] {
+        let status = server
+            .http
+            .get(server.url(&list))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("GET")
+            .status();
+        assert_eq!(status.as_u16(), 400, "{list}");
+    }
     server.stop().await;
 }

@@ -59,6 +59,15 @@ fn query(kind: Kind, parent: Option<String>, p: &ListParams) -> Result<EntityQue
         )));
     }
     let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    // A cursor is an entity key this API handed out: never longer than a stored key, never
+    // holding a control character. Anything else is a client bug, not "no more data".
+    if let Some(cursor) = text(&p.cursor)
+        && (cursor.len() > 1024 || cursor.chars().any(char::is_control))
+    {
+        return Err(HttpError::bad_request(
+            "`cursor` must be the `next_cursor` of an earlier page",
+        ));
+    }
     Ok(EntityQuery {
         kind: kind.as_str().to_owned(),
         parent: parent.or_else(|| text(&p.meeting_id)),

@@ -209,22 +209,7 @@ pub async fn replay(
         json_body(&body)?
     };
     let sub = find(&state, &id).await?;
-    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, HttpError> {
-        v.as_deref()
-            .map(|t| {
-                parse_time(t).ok_or_else(|| {
-                    HttpError::bad_request(format!("`{name}` must be RFC 3339 or epoch ms"))
-                })
-            })
-            .transpose()
-    };
-    let range = ReplayRange {
-        after_seq: input.after_seq,
-        to_seq: input.to_seq,
-        since: time("since", &input.since)?,
-        until: time("until", &input.until)?,
-        entity: input.entity.filter(|e| !e.is_empty()),
-    };
+    let range = replay_range(input)?;
     let patterns =
         EventPattern::parse_list(&sub.events).map_err(|e| HttpError::bad_request(e.to_string()))?;
     let now = now_millis();
@@ -238,6 +223,49 @@ pub async fn replay(
         queued_count: ids.len(),
         delivery_ids: ids,
     }))
+}
+
+/// The range of a replay request, refusing one that could only match nothing (a typo would
+/// otherwise answer "queued 0" and look like an empty log).
+fn replay_range(input: ReplayInput) -> Result<ReplayRange, HttpError> {
+    let time = |name: &str, v: &Option<serde_json::Value>| -> Result<Option<i64>, HttpError> {
+        let bad = || {
+            HttpError::bad_request(format!(
+                "`{name}` must be RFC 3339 (2024-05-01T00:00:00Z) or epoch milliseconds"
+            ))
+        };
+        match v {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Number(n)) => n.as_i64().map(Some).ok_or_else(bad),
+            Some(serde_json::Value::String(t)) => parse_time(t).map(Some).ok_or_else(bad),
+            Some(_) => Err(bad()),
+        }
+    };
+    let range = ReplayRange {
+        after_seq: input.after_seq,
+        to_seq: input.to_seq,
+        since: time("since", &input.since)?,
+        until: time("until", &input.until)?,
+        entity: input.entity.filter(|e| !e.is_empty()),
+    };
+    if range.after_seq.is_some_and(|s| s < 0) || range.to_seq.is_some_and(|s| s < 1) {
+        return Err(HttpError::bad_request(
+            "`after_seq` must be 0 or more and `to_seq` 1 or more (seqs start at 1)",
+        ));
+    }
+    if let (Some(after), Some(to)) = (range.after_seq, range.to_seq)
+        && after >= to
+    {
+        return Err(HttpError::bad_request(format!(
+            "`after_seq` ({after}) must be below `to_seq` ({to}): the range is the events after the one and up to the other"
+        )));
+    }
+    if let (Some(since), Some(until)) = (range.since, range.until)
+        && since >= until
+    {
+        return Err(HttpError::bad_request("`since` must be before `until`"));
+    }
+    Ok(range)
 }
 
 /// `POST /api/v1/subscriptions/{id}/test` — one signed test delivery, sent now, not queued;

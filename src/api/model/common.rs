@@ -47,11 +47,16 @@ pub struct ApiError {
 pub fn seq_cursor(cursor: Option<&str>) -> Result<Option<i64>, crate::http_error::HttpError> {
     match cursor.filter(|c| !c.is_empty()) {
         None => Ok(None),
-        Some(c) => c.parse::<i64>().map(Some).map_err(|_| {
-            crate::http_error::HttpError::bad_request(
-                "`cursor` must be the `next_cursor` of an earlier page",
-            )
-        }),
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|seq| *seq >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                crate::http_error::HttpError::bad_request(
+                    "`cursor` must be the `next_cursor` of an earlier page",
+                )
+            }),
     }
 }
 

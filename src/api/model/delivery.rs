@@ -101,10 +101,12 @@ pub struct ReplayInput {
     pub to_seq: Option<i64>,
     /// Received at or after (RFC 3339 or epoch ms).
     #[serde(default)]
-    pub since: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub since: Option<serde_json::Value>,
     /// Received before (RFC 3339 or epoch ms).
     #[serde(default)]
-    pub until: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub until: Option<serde_json::Value>,
     /// Only the events of one entity, e.g. a meeting id.
     #[serde(default)]
     pub entity: Option<String>,
