@@ -34,6 +34,15 @@ pub enum Errors {
     /// The request changed while it was applied, or conflicts with an earlier one.
     #[response(status = 409)]
     Conflict(ApiError),
+    /// The request body is over the server's limit (`max_body_bytes`).
+    #[response(status = 413)]
+    PayloadTooLarge(ApiError),
+    /// The path and query are over 8 KiB.
+    #[response(status = 414)]
+    UriTooLong(ApiError),
+    /// A fault of the server; the detail says what, never a secret.
+    #[response(status = 500)]
+    Internal(ApiError),
     /// The store is unavailable; try again.
     #[response(status = 503)]
     Unavailable(ApiError),
@@ -184,11 +193,26 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Escaped prose with its `code spans` (the Markdown the descriptions use) as `<code>`.
+fn prose(text: &str) -> String {
+    escape(text)
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("<code>{part}</code>")
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect()
+}
+
 /// The reference page: every operation with its parameters and answers, then every schema.
 /// Rendered from the document's JSON form, the same text `/api/openapi.json` serves.
 fn render(doc: &OpenApi) -> String {
     let json = serde_json::to_value(doc).unwrap_or_default();
-    let text = |v: &Value| v.as_str().map(escape).unwrap_or_default();
+    let text = |v: &Value| v.as_str().map(prose).unwrap_or_default();
     let mut out = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>zoomhook admin API</title><style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a}code,pre{font:13px ui-monospace,monospace;background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}pre{padding:.6rem;overflow:auto}h2{border-top:1px solid #ddd;padding-top:1rem;font-size:1.1rem}.m{display:inline-block;min-width:4.5rem;font-weight:700}table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left;vertical-align:top}</style></head><body>",
     );
@@ -271,5 +295,19 @@ fn schema_name(holder: &Value) -> String {
     match schema["$ref"].as_str() {
         Some(reference) => reference.rsplit('/').next().unwrap_or_default().to_owned(),
         None => schema.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prose;
+
+    #[test]
+    fn prose_shows_code_spans_as_code_and_escapes_the_rest() {
+        assert_eq!(
+            prose("use `cursor` <b>"),
+            "use <code>cursor</code> &lt;b&gt;"
+        );
+        assert_eq!(prose("no code"), "no code");
     }
 }

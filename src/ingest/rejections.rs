@@ -69,7 +69,7 @@ impl RejectionLog {
         if let Some(held_back) = self.admit(Instant::now()) {
             let source: String = rejected.source.chars().take(MAX_SOURCE_CHARS).collect();
             tracing::warn!(
-                source = ?source,
+                source = %source.escape_debug(),
                 reason = rejected.reason,
                 status = rejected.status,
                 client = %rejected.client,

@@ -17,7 +17,14 @@ use crate::sync::project::{self, EntityRow};
 use crate::sync::rules::PARTICIPANT_KEY_SEPARATOR;
 
 /// Fields of an entity's document that zoomhook derived, shown in the envelope instead.
-const DERIVED_FIELDS: &[&str] = &["status", "identity", "removal", "last_instance", "sessions"];
+const DERIVED_FIELDS: &[&str] = &[
+    "status",
+    "identity",
+    "meeting_uuid",
+    "removal",
+    "last_instance",
+    "sessions",
+];
 
 /// A meeting, meeting instance, recording, user, webinar or registrant.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -40,7 +47,8 @@ pub struct Entity {
     pub start_time: Option<String>,
     /// An instance's end; a participant's last leave.
     pub end_time: Option<String>,
-    /// The object as Zoom described it, merged over the entity's events.
+    /// The fields of the object Zoom described that sync keeps, merged over the entity's
+    /// events (ids as strings, whatever type Zoom used).
     #[schema(value_type = Object)]
     pub zoom: Map<String, Value>,
 }
