@@ -244,6 +244,29 @@ async fn a_published_event_reads_back_as_written(db: TestDb) {
         .await;
     assert_rfc3339_utc(&event["event_time"]);
 
+    // A published event is fanned out like Zoom's, but never taken for Zoom's word: a published
+    // `meeting.started` does not invent a synchronised meeting.
+    let (status, _) = post_json(
+        &server,
+        "/api/v1/events",
+        json!({"event": "meeting.started", "payload": {"object": {"id": "999", "topic": "forged"}}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    eventually("sync to catch up", || async {
+        (server.api("/api/v1/sync").await["lag"] == 0).then_some(())
+    })
+    .await;
+    let status = server
+        .http
+        .get(server.url("/api/v1/meetings/999"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("GET")
+        .status();
+    assert_eq!(status.as_u16(), 404, "no meeting from a published event");
+
     // A time RFC 3339 cannot write is refused when published, and shown as null when Zoom sends it.
     let (status, refused) = post_json(
         &server,
@@ -254,7 +277,9 @@ async fn a_published_event_reads_back_as_written(db: TestDb) {
     assert_eq!(status, 400, "{refused}");
     let far = br#"{"event":"meeting.started","event_ts":99999999999999999,"payload":{"account_id":"A","object":{"id":"55555","uuid":"far==","host_id":"h1"}}}"#;
     assert!(server.send(far).await.status().is_success());
-    let page = server.api("/api/v1/events?event=meeting.started").await;
+    let page = server
+        .api("/api/v1/events?event=meeting.started&source=zoom")
+        .await;
     assert!(page["data"][0]["event_time"].is_null(), "{page}");
     server.stop().await;
 }

@@ -206,7 +206,13 @@ pub async fn publish(
     let idempotency_key = input.idempotency_key.filter(|k| !k.is_empty());
     let key = idempotency_key.as_ref().map(|k| format!("api:{k}"));
     let no_key = key.is_none();
-    let mut new_event = crate::store::NewEvent::from_envelope(&envelope, "api", bytes, key, now);
+    let mut new_event = crate::store::NewEvent::from_envelope(
+        &envelope,
+        crate::store::PUBLISHED_SOURCE,
+        bytes,
+        key,
+        now,
+    );
     if no_key {
         // Without an idempotency key every publish is a new event, even two identical ones in
         // the same millisecond: the semantic key is made unique.

@@ -27,6 +27,11 @@ pub use deliveries::DeliveryStore;
 pub use entities::{EntityQuery, EntityStore, QuarantinedEvent, ReaderPosition};
 pub use query::EventQuery;
 
+/// The source of events the team's own applications publish (`POST /api/v1/events`). They are
+/// fanned out like Zoom's, but never taken for Zoom's word about meetings or users: sync skips
+/// them, so a published `meeting.started` cannot invent or change a synchronised meeting.
+pub const PUBLISHED_SOURCE: &str = "api";
+
 /// A verified event about to be appended to the log.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

@@ -66,6 +66,7 @@ pub async fn apply_batch(store: &dyn EventStore, limit: i64) -> Result<BatchOutc
         };
         let changes: Vec<rules::Change> = events
             .iter()
+            .filter(|e| e.source != crate::store::PUBLISHED_SOURCE)
             .flat_map(|e| {
                 rules::changes(LogEntry {
                     seq: e.seq,
