@@ -350,6 +350,7 @@ fn print_subscription(s: &Subscription) {
             s.rate_limit.map_or("none".to_owned(), |n| format!("{n}/s")),
         ),
         ("ordering", s.ordering.clone()),
+        ("https only", s.https_only.to_string()),
         (
             "deliveries",
             format!(
