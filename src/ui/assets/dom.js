@@ -161,14 +161,64 @@ export function link(href, text) {
   return h('a', { href }, text);
 }
 
-/** Pretty-printed JSON of a text, or the text as it is when it is not JSON. */
+/**
+ * Pretty-printed JSON of a text, or the text as it is when it is not JSON. A text is re-indented
+ * as text, never parsed into numbers: JSON.parse would round 99999999999999999 to 1e17, and the
+ * pretty view must show the body Zoom sent, only laid out.
+ */
 export function prettyJson(text) {
   if (text === null || text === undefined) return '';
+  if (typeof text !== 'string') return JSON.stringify(text, null, 2);
   try {
-    return JSON.stringify(typeof text === 'string' ? JSON.parse(text) : text, null, 2);
+    JSON.parse(text);
   } catch {
-    return String(text);
+    return text;
   }
+  return reindent(text);
+}
+
+/** Lays out valid JSON text with two-space indents, leaving every token as written. */
+function reindent(text) {
+  let out = '';
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  const newline = () => '\n' + '  '.repeat(depth);
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (inString) {
+      out += c;
+      if (escaped) escaped = false;
+      else if (c === '\\') escaped = true;
+      else if (c === '"') inString = false;
+      continue;
+    }
+    if (c === ' ' || c === '\n' || c === '\r' || c === '\t') continue;
+    if (c === '"') {
+      inString = true;
+      out += c;
+    } else if (c === '{' || c === '[') {
+      let j = i + 1;
+      while (j < text.length && ' \n\r\t'.includes(text[j])) j += 1;
+      if (text[j] === (c === '{' ? '}' : ']')) {
+        out += c + text[j];
+        i = j;
+      } else {
+        depth += 1;
+        out += c + newline();
+      }
+    } else if (c === '}' || c === ']') {
+      depth -= 1;
+      out += newline() + c;
+    } else if (c === ',') {
+      out += ',' + newline();
+    } else if (c === ':') {
+      out += ': ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 /** Shows a short message at the corner of the screen (announced by screen readers). */
