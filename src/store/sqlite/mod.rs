@@ -362,11 +362,22 @@ impl EventStore for SqliteStore {
             dedupe_reader: Arc::clone(&self.dedupe_reader),
             tail: Arc::clone(&self.tail),
         };
-        let outcomes = tokio::task::spawn_blocking(move || {
-            append_batch_blocking(&handles, &batch, dedupe_window_ms)
-        })
-        .await
-        .map_err(join_error)??;
+        // The committer runs on a thread of its own (a current-thread runtime, see
+        // `group_commit::on_own_thread`): there, blocking on SQLite blocks nothing else, and
+        // handing the batch to the blocking pool and back only added two thread switches per
+        // commit on the ack path. Anywhere else (a shared runtime) the blocking pool keeps the
+        // runtime's workers free.
+        let outcomes = if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            append_batch_blocking(&handles, &batch, dedupe_window_ms)?
+        } else {
+            tokio::task::spawn_blocking(move || {
+                append_batch_blocking(&handles, &batch, dedupe_window_ms)
+            })
+            .await
+            .map_err(join_error)??
+        };
         self.indexer.wake();
         Ok(outcomes)
     }
