@@ -2,7 +2,7 @@
 # usage: bench/ab-sqlite-ingest.sh BIN LABEL  — 10 s of simulate (64 conns, flat out) against serve on a fresh SQLite dir
 set -u
 BIN=$1; LABEL=$2
-D=$(mktemp -d /tmp/ab/db.XXXX)
+D=$(mktemp -d)
 cd "$D"
 ZOOM_WEBHOOK_SECRET_TOKEN=abc ZOOMHOOK_ADMIN_TOKEN=zh_admin_for_bench_000000000000 ZOOMHOOK_LOG=warn \
   "$BIN" serve --listen 127.0.0.1:18099 > serve.log 2>&1 &
