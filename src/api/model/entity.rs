@@ -56,14 +56,12 @@ pub struct Entity {
 impl Entity {
     /// The view of a stored entity.
     pub fn from_row(row: &EntityRow) -> Entity {
-        let doc: EntityDoc = serde_json::from_str(&row.doc).unwrap_or_default();
-        let mut zoom = doc.to_object();
+        // Sync stored the state already projected and scrubbed (`project::project`): the
+        // document's fields plus what it derived, which the envelope shows instead.
+        let mut zoom: Map<String, Value> = serde_json::from_str(&row.state).unwrap_or_default();
         for field in DERIVED_FIELDS {
             zoom.remove(*field);
         }
-        let mut zoom = Value::Object(zoom);
-        // What users read may also reach PostgreSQL's jsonb views, which refuse NUL.
-        crate::core::storable::scrub_json(&mut zoom);
         let id = match row.key.split_once(PARTICIPANT_KEY_SEPARATOR) {
             Some((_, identity)) if row.kind == "participant" => identity.to_owned(),
             _ => row.key.clone(),
@@ -78,10 +76,7 @@ impl Entity {
             email: row.email.clone(),
             start_time: time_opt(row.start_at),
             end_time: time_opt(row.end_at),
-            zoom: match zoom {
-                Value::Object(map) => map,
-                _ => Map::new(),
-            },
+            zoom,
         }
     }
 }
