@@ -5,6 +5,8 @@
 //! `payload.account_id` and the identifying parts of `payload.object` are read; everything else stays
 //! in the raw bytes, which are what zoomhook stores and forwards.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -123,13 +125,15 @@ pub fn time_prefix(event_ts: Option<i64>) -> String {
 /// (`"a\u001fb","c"` vs `"a","b\u001fc"`), nor an absent one as `"\u0000"`.
 pub fn semantic_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>) -> String {
     let object = payload.and_then(|p| p.get("object"));
-    let field = |v: Option<&Value>, name: &str| v.and_then(|v| v.get(name)).and_then(normalised_id);
+    fn field<'a>(v: Option<&'a Value>, name: &str) -> Option<Cow<'a, str>> {
+        v.and_then(|v| v.get(name)).and_then(id_text)
+    }
     let participant = object.and_then(|o| o.get("participant"));
     let registrant = object.and_then(|o| o.get("registrant"));
-    let content = payload.map(|p| without_regenerated_fields(p).to_string());
-    let parts: [Option<String>; 13] = [
-        Some(event.to_owned()),
-        event_ts.map(|ts| ts.to_string()),
+    let ts = event_ts.map(|ts| Cow::Owned(ts.to_string()));
+    let parts: [Option<Cow<'_, str>>; 12] = [
+        Some(Cow::Borrowed(event)),
+        ts,
         field(payload, "account_id"),
         field(object, "id"),
         field(object, "uuid"),
@@ -140,19 +144,18 @@ pub fn semantic_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>)
         field(participant, "leave_time"),
         field(registrant, "id"),
         field(payload, "time_stamp"),
-        content,
     ];
     let mut hasher = Sha256::new();
     for part in &parts {
-        match part {
-            Some(text) => {
-                hasher.update([1u8]);
-                hasher.update((text.len() as u64).to_be_bytes());
-                hasher.update(text.as_bytes());
-            }
-            None => hasher.update([0u8]),
-        }
+        hash_part(&mut hasher, part.as_deref().map(str::as_bytes));
     }
+    // The content part: written straight from the parsed body, without building a filtered copy.
+    let content = payload.map(|p| {
+        let mut out = Vec::with_capacity(1024);
+        write_canonical(p, &mut out);
+        out
+    });
+    hash_part(&mut hasher, content.as_deref());
     format!(
         "sem:{}:{}",
         time_prefix(event_ts),
@@ -160,38 +163,221 @@ pub fn semantic_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>)
     )
 }
 
-/// `value` without what Zoom regenerates when it re-sends an event (see [`semantic_key`]), and
-/// with numbers in the same form as strings.
-fn without_regenerated_fields(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(k, _)| {
-                    !(k.ends_with("_token")
-                        || k.as_str() == "download_url"
-                        || k.as_str() == "play_url")
-                })
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(url) if k.ends_with("_url") => {
-                            Value::String(url.split('?').next().unwrap_or_default().to_owned())
-                        }
-                        other => without_regenerated_fields(other),
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(without_regenerated_fields).collect()),
-        // Zoom sends some ids as numbers in one event and strings in another: one form.
-        Value::Number(n) => Value::String(n.to_string()),
-        other => other.clone(),
+/// One part of the semantic key: whether it is present, its length, its bytes.
+fn hash_part(hasher: &mut Sha256, part: Option<&[u8]>) {
+    match part {
+        Some(bytes) => {
+            hasher.update([1u8]);
+            hasher.update((bytes.len() as u64).to_be_bytes());
+            hasher.update(bytes);
+        }
+        None => hasher.update([0u8]),
     }
+}
+
+/// [`normalised_id`] without copying a string id.
+fn id_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        _ => None,
+    }
+}
+
+/// Whether Zoom regenerates the field `key` when it re-sends an event (see [`semantic_key`]).
+fn regenerated(key: &str) -> bool {
+    key.ends_with("_token") || key == "download_url" || key == "play_url"
+}
+
+/// Writes `value` as compact JSON without what Zoom regenerates when it re-sends an event (see
+/// [`semantic_key`]), with every number as a string (Zoom sends some ids as numbers in one event
+/// and strings in another) and the query string cut from any other `*_url`. Objects keep the
+/// order of the parsed map (sorted by key). The bytes are what serializing such a filtered copy of
+/// the tree would give, so keys stored by earlier versions still match.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            out.push(b'{');
+            let mut first = true;
+            for (key, item) in map.iter().filter(|(k, _)| !regenerated(k)) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_json_str(key, out);
+                out.push(b':');
+                match item {
+                    Value::String(url) if key.ends_with("_url") => {
+                        write_json_str(url.split('?').next().unwrap_or_default(), out)
+                    }
+                    other => write_canonical(other, out),
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        // A number's text needs no escaping inside a JSON string.
+        Value::Number(n) => {
+            use std::io::Write as _;
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "\"{n}\"");
+        }
+        Value::String(s) => write_json_str(s, out),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it.
+fn write_json_str(text: &str, out: &mut Vec<u8>) {
+    // Serializing a string into a Vec cannot fail: the writer never errors.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The semantic key as earlier versions built it (a filtered copy of the tree, serialized):
+    /// keys already stored must still match, so the streaming form must give the same bytes.
+    fn reference_key(event: &str, event_ts: Option<i64>, payload: Option<&Value>) -> String {
+        fn filtered(value: &Value) -> Value {
+            match value {
+                Value::Object(map) => Value::Object(
+                    map.iter()
+                        .filter(|(k, _)| {
+                            !(k.ends_with("_token")
+                                || k.as_str() == "download_url"
+                                || k.as_str() == "play_url")
+                        })
+                        .map(|(k, v)| {
+                            let v = match v {
+                                Value::String(url) if k.ends_with("_url") => Value::String(
+                                    url.split('?').next().unwrap_or_default().to_owned(),
+                                ),
+                                other => filtered(other),
+                            };
+                            (k.clone(), v)
+                        })
+                        .collect(),
+                ),
+                Value::Array(items) => Value::Array(items.iter().map(filtered).collect()),
+                Value::Number(n) => Value::String(n.to_string()),
+                other => other.clone(),
+            }
+        }
+        let object = payload.and_then(|p| p.get("object"));
+        let field =
+            |v: Option<&Value>, name: &str| v.and_then(|v| v.get(name)).and_then(normalised_id);
+        let participant = object.and_then(|o| o.get("participant"));
+        let registrant = object.and_then(|o| o.get("registrant"));
+        let parts: [Option<String>; 13] = [
+            Some(event.to_owned()),
+            event_ts.map(|ts| ts.to_string()),
+            field(payload, "account_id"),
+            field(object, "id"),
+            field(object, "uuid"),
+            field(participant, "participant_uuid"),
+            field(participant, "user_id").or_else(|| field(participant, "id")),
+            field(participant, "email").or_else(|| field(participant, "user_name")),
+            field(participant, "join_time"),
+            field(participant, "leave_time"),
+            field(registrant, "id"),
+            field(payload, "time_stamp"),
+            payload.map(|p| filtered(p).to_string()),
+        ];
+        let mut hasher = Sha256::new();
+        for part in &parts {
+            hash_part(&mut hasher, part.as_deref().map(str::as_bytes));
+        }
+        format!(
+            "sem:{}:{}",
+            time_prefix(event_ts),
+            hex::encode(hasher.finalize())
+        )
+    }
+
+    fn same_key_as_before(body: &Value) {
+        let event = body.get("event").and_then(Value::as_str).unwrap_or("x");
+        let ts = body.get("event_ts").and_then(as_millis);
+        let payload = body.get("payload");
+        assert_eq!(
+            semantic_key(event, ts, payload),
+            reference_key(event, ts, payload),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn the_streamed_key_equals_the_key_of_earlier_versions_on_every_fixture() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoom");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let body: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                same_key_as_before(&body);
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 15,
+            "only {seen} fixtures found in {}",
+            dir.display()
+        );
+    }
+
+    fn hostile_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("download_token".to_owned()),
+            Just("download_url".to_owned()),
+            Just("play_url".to_owned()),
+            Just("share_url".to_owned()),
+            Just("id".to_owned()),
+            Just("uuid".to_owned()),
+            Just("participant".to_owned()),
+            ".{0,12}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "(?s).{0,24}".prop_map(Value::String),
+            "https://x\\.zoom\\.us/[a-z\u{0}\u{7f}\u{1F600}?&=]{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_streamed_key_equals_the_key_of_earlier_versions_on_any_payload(payload in hostile_json()) {
+            same_key_as_before(&serde_json::json!({
+                "event": "meeting.updated", "event_ts": 1, "payload": payload,
+            }));
+            same_key_as_before(&serde_json::json!({
+                "event": "meeting.updated", "payload": {"object": payload},
+            }));
+        }
+    }
 
     #[test]
     fn numeric_and_string_ids_normalise_to_the_same_string() {
