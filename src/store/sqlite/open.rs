@@ -173,6 +173,11 @@ const LOG_CACHE_KIB: i64 = 2 * 1024;
 const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 /// Longest a RESTART checkpoint holds appends back while it waits for readers.
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
+/// How long a RESTART checkpoint first waits for readers; each attempt that could not finish
+/// doubles it, up to [`CHECKPOINT_BUSY`], and one that finishes starts over from here.
+const RESTART_BUSY_FIRST: Duration = Duration::from_millis(10);
+/// Bytes of a WAL frame besides its page.
+const WAL_FRAME_HEADER: i64 = 24;
 /// How often the checkpointer copies committed WAL frames into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
@@ -204,15 +209,29 @@ pub(super) fn spawn_checkpointer(
     writer: std::sync::Weak<Mutex<Connection>>,
 ) -> Result<(), StoreError> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(CHECKPOINT_BUSY)?;
+    let page_bytes: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     let recorder = crate::metrics::current();
-    let checkpoint = move |mode: &str| {
+    // What a checkpoint reports: whether it could not finish (busy), and the frames in the WAL.
+    let checkpoint = move |mode: &str, busy: Duration| -> Option<(bool, i64)> {
+        if let Err(error) = conn.busy_timeout(busy) {
+            tracing::warn!(%error, mode, "cannot set the checkpoint's busy timeout; will retry");
+            return None;
+        }
         let sql = format!("PRAGMA wal_checkpoint({mode})");
-        match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
-            Ok(0) => {}
-            Ok(_) => tracing::debug!(mode, "WAL checkpoint could not finish (busy); will retry"),
-            Err(error) => tracing::warn!(%error, mode, "WAL checkpoint failed; will retry"),
+        match conn.query_row(&sql, [], |r| {
+            Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?))
+        }) {
+            Ok(outcome) => {
+                if outcome.0 {
+                    tracing::debug!(mode, "WAL checkpoint could not finish (busy); will retry");
+                }
+                Some(outcome)
+            }
+            Err(error) => {
+                tracing::warn!(%error, mode, "WAL checkpoint failed; will retry");
+                None
+            }
         }
     };
     let wal_bytes = move || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
@@ -220,15 +239,23 @@ pub(super) fn spawn_checkpointer(
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             let mut last_restart = std::time::Instant::now() - RESTART_AT_MOST_EVERY;
+            let mut restart_busy = RESTART_BUSY_FIRST;
             while writer.strong_count() > 0 {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                checkpoint("PASSIVE");
-                let size = wal_bytes();
-                // Each attempt holds appends back briefly: rarely, and only past the limit.
-                if size > wal_limit && last_restart.elapsed() >= RESTART_AT_MOST_EVERY {
+                // The frames in use, not the file's size: the file is cut back to the limit
+                // only when the WAL starts over, and stays that large while it is reused.
+                let frames = checkpoint("PASSIVE", Duration::ZERO).map_or(0, |(_, frames)| frames);
+                let used = frames.saturating_mul(page_bytes + WAL_FRAME_HEADER) as u64;
+                // Each attempt holds writers back while it waits for readers: rarely, only past
+                // the limit, and first briefly; longer only after a short wait did not do.
+                if used > wal_limit && last_restart.elapsed() >= RESTART_AT_MOST_EVERY {
                     last_restart = std::time::Instant::now();
-                    checkpoint("RESTART");
+                    restart_busy = match checkpoint("RESTART", restart_busy) {
+                        Some((false, _)) => RESTART_BUSY_FIRST,
+                        _ => (restart_busy * 2).min(CHECKPOINT_BUSY),
+                    };
                 }
+                let size = wal_bytes();
                 crate::metrics::on_thread(recorder.as_ref(), || {
                     metrics::gauge!("zoomhook_sqlite_wal_bytes", "file" => file).set(size as f64);
                 });
