@@ -14,6 +14,7 @@
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
+use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::dedupe_tail::DedupeTail;
@@ -174,13 +175,32 @@ fn index_batch(
 }
 
 /// Copies the filterable columns of the log entries in `(after, through]` into `event_index`.
+///
+/// Row by row rather than one `INSERT … SELECT`: a statement that writes many rows inside a
+/// larger transaction keeps a statement journal (a copy of every page it changes, spilled to a
+/// temporary file), which cost more than the inserts themselves. A single-row statement needs
+/// none.
 fn index_entries(conn: &Connection, after: i64, through: i64) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    let mut read = conn.prepare_cached(
+        "SELECT seq, source, event, received_at, object_id, object_uuid FROM log.events
+         WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+    )?;
+    let mut write = conn.prepare_cached(
         "INSERT OR REPLACE INTO event_index (seq, source, event, received_at, object_id, object_uuid)
-         SELECT seq, source, event, received_at, object_id, object_uuid FROM log.events
-         WHERE seq > ?1 AND seq <= ?2",
-    )?
-    .execute([after, through])?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut rows = read.query([after, through])?;
+    while let Some(row) = rows.next()? {
+        let column = |i| row.get_ref(i).map(ToSqlOutput::Borrowed);
+        write.execute(params![
+            column(0)?,
+            column(1)?,
+            column(2)?,
+            column(3)?,
+            column(4)?,
+            column(5)?
+        ])?;
+    }
     Ok(())
 }
 
