@@ -28,8 +28,14 @@ use crate::zoom::envelope::URL_VALIDATION_EVENT;
 /// Log entries per fan-out batch.
 pub const BATCH: i64 = 1000;
 
-/// How long a caught-up fan-out lets the next batch fill.
+/// How long a fan-out under load lets the next batch fill.
 const LINGER: Duration = Duration::from_millis(10);
+/// How long it lets the next batch fill after a small one: at an ordinary rate a delivery is
+/// queued within a few milliseconds of its ack instead of after the full linger, and the
+/// transactions still carry a few events each.
+const SHORT_LINGER: Duration = Duration::from_millis(2);
+/// A batch of at least this many entries means load: the next one lingers fully.
+const LINGER_FROM: usize = 64;
 
 /// What fan-out needs of a subscription, parsed once per revision.
 struct Filter {
@@ -138,8 +144,13 @@ pub async fn run(
                 if events > 0 {
                     // Let the next batch fill briefly: fewer, larger transactions under load,
                     // at the price of at most this much added delivery delay.
+                    let linger = if events >= LINGER_FROM {
+                        LINGER
+                    } else {
+                        SHORT_LINGER
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep(LINGER) => {}
+                        _ = tokio::time::sleep(linger) => {}
                         _ = shutdown.changed() => {}
                     }
                     continue;
