@@ -82,11 +82,7 @@ impl Envelope {
 
 /// Normalises an identifier that Zoom sends as a number or a string; `null`/`""` mean absent.
 pub fn normalised_id(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    id_text(value).map(Cow::into_owned)
 }
 
 fn as_millis(value: &Value) -> Option<i64> {
@@ -175,7 +171,7 @@ fn hash_part(hasher: &mut Sha256, part: Option<&[u8]>) {
     }
 }
 
-/// [`normalised_id`] without copying a string id.
+/// [`normalised_id`], borrowing a string id instead of copying it.
 fn id_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),

@@ -197,14 +197,13 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 ///
 /// But the WAL only restarts when no reader is still using it, and under sustained load (sync,
 /// fan-out and the admin API read all the time) that moment may never come: the WAL then grows
-/// without bound (1 GB in 15 s was seen). So once the frames in use pass `wal_limit` bytes, right after a
-/// PASSIVE checkpoint has copied nearly everything, a RESTART checkpoint holds new writes back
-/// while the readers finish (they are short) so the next commit starts the WAL over, and
-/// `journal_size_limit` cuts the file back. Each attempt costs writers a pause — the wait for
+/// without bound (1 GB in 15 s was seen). So once the frames in use pass `wal_limit` bytes,
+/// right after a PASSIVE checkpoint has copied nearly everything, a RESTART checkpoint holds new
+/// writes back while the readers finish (they are short) so the next commit starts the WAL over,
+/// and `journal_size_limit` cuts the file back. Each attempt costs writers a pause — the wait for
 /// readers, 10 ms at first and up to [`CHECKPOINT_BUSY`] only after attempts that could not
-/// finish (a flat 100 ms stalled every writer for that long), and copying what PASSIVE could
-/// not — which grows
-/// with the limit: measured in `bench/ingest` (`bench/RESULTS.md`), 64 MiB with at most one
+/// finish (a flat 100 ms stalled every writer for that long), and copying what PASSIVE could not
+/// — which grows with the limit: measured in `bench/ingest` (`bench/RESULTS.md`), 64 MiB with at most one
 /// attempt a second gave an ack p99 of 29 ms and a worst ack of 0.41 s, 1 GiB a p99 of 25 ms but
 /// a worst ack of 1.7 s (Zoom gives up at 3 s), no limit 27 ms and a WAL of gigabytes. The wait is bounded, so a
 /// reader that never finishes (a backup tool holding a read transaction) costs appends at most
