@@ -19,6 +19,8 @@ both_backends!(
     claims_never_exceed_max_in_flight,
     rate_limit_holds_across_instances,
     entity_order_claims_the_oldest_open_delivery_of_each_entity,
+    a_change_of_ordering_applies_to_the_deliveries_already_queued,
+    fan_out_queues_nothing_for_a_subscription_deleted_meanwhile,
     a_stale_completion_never_overwrites_the_new_owner,
     replay_requeues_finished_deliveries_and_leaves_ones_being_sent,
     fan_out_enqueue_is_compare_and_set_on_its_cursor,
@@ -293,7 +295,7 @@ async fn bucket_rows(db: &TestDb) -> i64 {
 
 async fn entity_order_claims_the_oldest_open_delivery_of_each_entity(db: TestDb) {
     let store = db.open_store().await;
-    let sub = stored_subscription(store.as_ref()).await;
+    let sub = stored_subscription_ordered(store.as_ref(), "entity").await;
     // Meeting 1 has three events, meeting 2 two, interleaved in the log.
     let log = [(1, 0), (2, 1), (1, 2), (2, 3), (1, 4)];
     let events = log.iter().map(|&(m, n)| meeting_event(m, n)).collect();
@@ -333,6 +335,80 @@ async fn entity_order_claims_the_oldest_open_delivery_of_each_entity(db: TestDb)
         unordered.len(),
         2,
         "meeting 1's third and meeting 2's second: {unordered:?}"
+    );
+}
+
+/// Deliveries queued while a subscription had no ordering are ordered once it asks for entity
+/// order, and free again once it stops: the ordering key of open deliveries follows the
+/// subscription, not the moment they were queued.
+async fn a_change_of_ordering_applies_to_the_deliveries_already_queued(db: TestDb) {
+    let store = db.open_store().await;
+    let mut sub = stored_subscription(store.as_ref()).await;
+    let events = (0..3).map(|n| meeting_event(1, n)).collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+
+    sub.ordering = "entity".into();
+    assert!(store.update_subscription(&sub).await.unwrap());
+    sub.revision += 1;
+    let first = claim(store.as_ref(), &sub, true, t).await;
+    assert_eq!(
+        first
+            .iter()
+            .map(|c| c.delivery.event_seq)
+            .collect::<Vec<_>>(),
+        [1],
+        "queued before the change, ordered after it: {first:?}"
+    );
+    assert!(claim(store.as_ref(), &sub, true, t + 1).await.is_empty());
+
+    // Updates that leave the ordering as it is keep it.
+    sub.description = "renamed".into();
+    assert!(store.update_subscription(&sub).await.unwrap());
+    sub.revision += 1;
+    assert!(claim(store.as_ref(), &sub, true, t + 2).await.is_empty());
+
+    sub.ordering = "none".into();
+    assert!(store.update_subscription(&sub).await.unwrap());
+    let rest = claim(store.as_ref(), &sub, false, t + 3).await;
+    assert_eq!(rest.len(), 2, "no ordering: both at once: {rest:?}");
+}
+
+/// A subscription deleted between fan-out reading it and queueing gets no deliveries.
+async fn fan_out_queues_nothing_for_a_subscription_deleted_meanwhile(db: TestDb) {
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    store
+        .append_batch(vec![meeting_event(1, 0)], WEEK_MS)
+        .await
+        .unwrap();
+    let (from, events) = read_after(
+        store.as_ref(),
+        zoomhook::store::deliveries::FANOUT_READER,
+        10,
+    )
+    .await
+    .unwrap();
+    assert!(store.delete_subscription(&sub.id).await.unwrap());
+    let to = ReaderPosition {
+        seq: events[0].seq,
+        applied: from.applied + 1,
+    };
+    let queued = NewDelivery {
+        id: delivery_id(&events[0].id, &sub.id),
+        subscription_id: sub.id.clone(),
+        event_seq: events[0].seq,
+        event_id: events[0].id.clone(),
+        event: events[0].event.clone(),
+        entity: Some("1".into()),
+    };
+    assert!(store.enqueue(from, to, vec![queued]).await.unwrap());
+    let counts = store.delivery_counts(&sub.id).await.unwrap();
+    assert_eq!(
+        counts.pending + counts.delivering + counts.succeeded + counts.failed,
+        0,
+        "no delivery of a deleted subscription: {counts:?}"
     );
 }
 
@@ -644,7 +720,7 @@ async fn settle_and_claim_refills_the_slots_its_outcomes_free(db: TestDb) {
 /// one by one would: a success after a failure stops it, a failure after a success restarts it.
 async fn settle_and_claim_keeps_entity_order_and_the_failure_clock(db: TestDb) {
     let store = db.open_store().await;
-    let sub = stored_subscription(store.as_ref()).await;
+    let sub = stored_subscription_ordered(store.as_ref(), "entity").await;
     // Meeting 7 three times, meeting 8 once.
     let events = vec![
         meeting_event(7, 0),

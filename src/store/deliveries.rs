@@ -419,9 +419,21 @@ pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2
     revision = revision + 1
     WHERE id = $1 AND revision = $25";
 
-pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, next_attempt_at, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)
+/// A new pending delivery. The ordering key is decided here, in the fan-out's transaction, from
+/// the subscription as it is now; a subscription deleted since the fan-out read it gets none.
+pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, order_key, status, attempts, next_attempt_at, created_at, updated_at)
+    SELECT $1, $2, $3, $4, $5, $6, CASE WHEN s.ordering = 'entity' THEN $6 END, 'pending', 0, $7, $7, $7
+    FROM subscriptions s WHERE s.id = $2
     ON CONFLICT (subscription_id, event_seq) DO NOTHING";
+
+/// Sets or clears the ordering key of a subscription's open deliveries after its ordering
+/// changed: `$1` subscription id, `$2` its ordering now.
+pub(crate) const REKEY_OPEN_DELIVERIES: &str =
+    "UPDATE deliveries SET order_key = CASE WHEN CAST($2 AS TEXT) = 'entity' THEN entity END
+    WHERE subscription_id = $1 AND status IN ('pending', 'delivering')";
+
+/// The ordering a subscription has now (`$1` id).
+pub(crate) const SUBSCRIPTION_ORDERING: &str = "SELECT ordering FROM subscriptions WHERE id = $1";
 
 pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, response_excerpt, error)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -438,7 +450,8 @@ pub(crate) const SUBSCRIPTION_FAILED: &str =
 
 pub(crate) const DISABLE_SUBSCRIPTION: &str = "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3, revision = revision + 1 WHERE id = $1";
 
-pub(crate) const RETRY_DELIVERY: &str = "UPDATE deliveries SET status = 'pending', schedule_base = attempts, next_attempt_at = $2, locked_until = NULL, updated_at = $2
+pub(crate) const RETRY_DELIVERY: &str = "UPDATE deliveries SET status = 'pending', schedule_base = attempts, next_attempt_at = $2, locked_until = NULL, updated_at = $2,
+      order_key = CASE WHEN (SELECT s.ordering FROM subscriptions s WHERE s.id = deliveries.subscription_id) = 'entity' THEN entity END
     WHERE id = $1 AND status <> 'delivering'";
 
 pub(crate) const DELIVERY_COUNTS: &str =
@@ -481,9 +494,9 @@ pub(crate) fn claim_candidates_sql(skip_locked: bool) -> String {
            AND d.status IN ('pending', 'delivering')
            AND d.next_attempt_at <= $2
            AND (d.status = 'pending' OR d.locked_until < $2)
-           AND (CAST($3 AS BIGINT) = 0 OR d.entity IS NULL OR NOT EXISTS (
+           AND (CAST($3 AS BIGINT) = 0 OR d.order_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries e
-                WHERE e.subscription_id = d.subscription_id AND e.entity = d.entity
+                WHERE e.subscription_id = d.subscription_id AND e.order_key = d.order_key
                   AND e.event_seq < d.event_seq AND e.status IN ('pending', 'delivering')))
          ORDER BY d.next_attempt_at
          LIMIT $4{}",
@@ -558,12 +571,16 @@ pub(crate) fn replay_sql(
     ));
     let filter = format!(" AND {}", filters.join(" AND "));
     let sql = format!(
-        "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, next_attempt_at, created_at, updated_at)
+        "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, order_key, status, attempts, next_attempt_at, created_at, updated_at)
          SELECT 'msg_' || substr(e.id, 5) || substr(CAST($1 AS TEXT), 5), CAST($1 AS TEXT), e.seq, e.id, e.event,
-                COALESCE(e.object_id, e.object_uuid), 'pending', 0, CAST($2 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT)
+                COALESCE(e.object_id, e.object_uuid),
+                CASE WHEN (SELECT s.ordering FROM subscriptions s WHERE s.id = CAST($1 AS TEXT)) = 'entity'
+                     THEN COALESCE(e.object_id, e.object_uuid) END,
+                'pending', 0, CAST($2 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT)
          FROM events e WHERE 1 = 1{filter}
          ON CONFLICT (subscription_id, event_seq) DO UPDATE
-           SET status = 'pending', schedule_base = deliveries.attempts, next_attempt_at = excluded.next_attempt_at, locked_until = NULL, updated_at = excluded.updated_at
+           SET status = 'pending', schedule_base = deliveries.attempts, next_attempt_at = excluded.next_attempt_at, locked_until = NULL, updated_at = excluded.updated_at,
+               order_key = excluded.order_key
            WHERE deliveries.status <> 'delivering'
          RETURNING id"
     );

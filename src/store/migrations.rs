@@ -111,6 +111,11 @@ pub const SQLITE_STATE: &[Migration] = &[
         name: "subscription_body_format",
         sql: include_str!("../../migrations/sqlite/state_0010_subscription_body_format.sql"),
     },
+    Migration {
+        version: 11,
+        name: "delivery_order_key",
+        sql: include_str!("../../migrations/sqlite/state_0011_delivery_order_key.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -160,6 +165,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 10,
         name: "subscription_body_format",
         sql: include_str!("../../migrations/postgres/0010_subscription_body_format.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "delivery_order_key",
+        sql: include_str!("../../migrations/postgres/0011_delivery_order_key.sql"),
     },
 ];
 

@@ -33,11 +33,20 @@ pub fn meeting_event(meeting: i64, n: i64) -> NewEvent {
 pub async fn stored_subscription(
     store: &dyn zoomhook::store::EventStore,
 ) -> zoomhook::store::deliveries::Subscription {
+    stored_subscription_ordered(store, "none").await
+}
+
+/// [`stored_subscription`] with `ordering` (`none` or `entity`).
+pub async fn stored_subscription_ordered(
+    store: &dyn zoomhook::store::EventStore,
+    ordering: &str,
+) -> zoomhook::store::deliveries::Subscription {
     use zoomhook::deliver::{ssrf, subscription};
     let policy = ssrf::SsrfPolicy::new(ssrf::parse_allow_list("127.0.0.0/8").unwrap());
     let input = subscription::SubscriptionInput {
         url: Some("http://127.0.0.1:9/hook".into()),
         events: Some(serde_json::json!("*")),
+        ordering: Some(ordering.into()),
         ..Default::default()
     };
     let sub = subscription::create(input, &policy, 0).unwrap();

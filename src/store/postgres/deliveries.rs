@@ -312,8 +312,25 @@ impl DeliveryStore for PgStore {
         let p = SubscriptionParams::of(sub);
         let mut params = p.refs(sub).to_vec();
         params.push(&sub.revision);
-        let client = self.pool.get().await?;
-        Ok(client.execute(UPDATE_SUBSCRIPTION, &params).await? > 0)
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Fan-out decides each new delivery's ordering key from the subscription in its own
+        // transaction, holding its cursor's row lock: taking that lock first means no fan-out
+        // commits keys of the old ordering after the open deliveries are re-keyed here.
+        super::entities::lock_reader(&tx, FANOUT_READER).await?;
+        let before: Option<String> = tx
+            .query_opt(SUBSCRIPTION_ORDERING, &[&sub.id])
+            .await?
+            .map(|r| r.get(0));
+        if tx.execute(UPDATE_SUBSCRIPTION, &params).await? == 0 {
+            return Ok(false);
+        }
+        if before.as_deref() != Some(sub.ordering.as_str()) {
+            tx.execute(REKEY_OPEN_DELIVERIES, &[&sub.id, &sub.ordering])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
@@ -388,9 +405,10 @@ impl DeliveryStore for PgStore {
             entities.push(d.entity);
         }
         tx.execute(
-            "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, next_attempt_at, created_at, updated_at)
-             SELECT i, s, q, ei, ev, en, 'pending', 0, $7, $7, $7
+            "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, order_key, status, attempts, next_attempt_at, created_at, updated_at)
+             SELECT i, s, q, ei, ev, en, CASE WHEN sub.ordering = 'entity' THEN en END, 'pending', 0, $7, $7, $7
              FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS t(i, s, q, ei, ev, en)
+             JOIN subscriptions sub ON sub.id = t.s
              ON CONFLICT (subscription_id, event_seq) DO NOTHING",
             &[&ids, &subs, &seqs, &event_ids, &events, &entities, &now],
         )

@@ -261,8 +261,20 @@ impl DeliveryStore for SqliteStore {
     async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
         let mut values = subscription_params(sub).to_vec();
         values.push(rusqlite::types::Value::Integer(sub.revision));
+        let (id, ordering) = (sub.id.clone(), sub.ordering.clone());
         self.with_writer(move |conn| {
-            Ok(conn.execute(&q(UPDATE_SUBSCRIPTION), rusqlite::params_from_iter(values))? > 0)
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let before: Option<String> = tx
+                .query_row(&q(SUBSCRIPTION_ORDERING), [&id], |r| r.get(0))
+                .optional()?;
+            if tx.execute(&q(UPDATE_SUBSCRIPTION), rusqlite::params_from_iter(values))? == 0 {
+                return Ok(false);
+            }
+            if before.as_deref() != Some(ordering.as_str()) {
+                tx.execute(&q(REKEY_OPEN_DELIVERIES), params![id, ordering])?;
+            }
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
