@@ -2,5 +2,6 @@
 
 pub mod clock;
 pub mod ids;
+pub mod own_thread;
 pub mod pattern;
 pub mod storable;

@@ -307,12 +307,19 @@ fn start_delivery(
                 }
             },
         ),
-        metrics::spawn(deliver::worker::run(
-            deliverer,
-            Arc::clone(&state.deliveries_queued),
-            state.subscriptions_changed.subscribe(),
-            stop.clone(),
-        )),
+        // On a thread of its own: the pump, its attempts and their HTTP connections wake each
+        // other several times per delivery, which across the shared runtime's threads cost more
+        // than the deliveries' own work (bench/RESULTS.md).
+        crate::core::own_thread::spawn(
+            "zoomhook-deliver",
+            metrics::carry(deliver::worker::run(
+                deliverer,
+                Arc::clone(&state.deliveries_queued),
+                state.subscriptions_changed.subscribe(),
+                stop.clone(),
+            )),
+        )
+        .0,
     ])
 }
 
