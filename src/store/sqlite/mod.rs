@@ -363,7 +363,7 @@ impl EventStore for SqliteStore {
             tail: Arc::clone(&self.tail),
         };
         // The committer runs on a thread of its own (a current-thread runtime, see
-        // `group_commit::on_own_thread`): there, blocking on SQLite blocks nothing else, and
+        // `core::own_thread`): there, blocking on SQLite blocks nothing else, and
         // handing the batch to the blocking pool and back only added two thread switches per
         // commit on the ack path. Anywhere else (a shared runtime) the blocking pool keeps the
         // runtime's workers free.
