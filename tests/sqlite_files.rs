@@ -86,7 +86,14 @@ async fn a_single_file_database_from_before_is_split_without_losing_anything() {
              INSERT INTO subscriptions (id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at, revision)
                VALUES ('sub_old', 'webhook', 'https://example.com/hook', 'meeting.*', 'whsec_c2VjcmV0', NULL, NULL, 'standard', '{}', 5000, 10, NULL, 'none', 1, 1, NULL, NULL, NULL, NULL, NULL, 'kept', 1, 1, 3);
              INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, schedule_base, next_attempt_at, locked_until, last_status, last_error, created_at, updated_at)
-               VALUES ('msg_old', 'sub_old', 1, 'evt_old', 'meeting.started', '42', 'failed', 3, 0, 0, NULL, 500, 'boom', 1, 1);",
+               VALUES ('msg_old', 'sub_old', 1, 'evt_old', 'meeting.started', '42', 'failed', 3, 0, 0, NULL, 500, 'boom', 1, 1);
+             INSERT INTO events (seq, id, source, event, event_ts, account_id, object_id, object_uuid, received_at, request_id, dedupe_key, body)
+               VALUES (2, 'evt_old2', 'zoom', 'meeting.ended', 2, 'acc', '42', 'u42==', 1001, 'rid-old2', 'sem:old2', x'7b7d');
+             INSERT INTO subscriptions (id, kind, url, events, secret, previous_secret, previous_until, scheme, headers, timeout_ms, max_in_flight, rate_limit, ordering, https_only, enabled, disabled_reason, failing_since, email_to, email_subject, email_body, description, created_at, updated_at, revision)
+               VALUES ('sub_ordered', 'webhook', 'https://example.com/hook', 'meeting.*', 'whsec_c2VjcmV0', NULL, NULL, 'standard', '{}', 5000, 10, NULL, 'entity', 1, 1, NULL, NULL, NULL, NULL, NULL, 'in order', 1, 1, 1);
+             INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, status, attempts, schedule_base, next_attempt_at, locked_until, last_status, last_error, created_at, updated_at)
+               VALUES ('msg_o1', 'sub_ordered', 1, 'evt_old', 'meeting.started', '42', 'pending', 0, 0, 0, NULL, NULL, NULL, 1, 1),
+                      ('msg_o2', 'sub_ordered', 2, 'evt_old2', 'meeting.ended', '42', 'pending', 0, 0, 0, NULL, NULL, NULL, 1, 1);",
         )
         .expect("old rows");
     }
@@ -104,6 +111,29 @@ async fn a_single_file_database_from_before_is_split_without_losing_anything() {
         .expect("read")
         .expect("the delivery moved over");
     assert_eq!(delivery.last_error.as_deref(), Some("boom"));
+    // The queue of an entity-ordered subscription keeps its order: one delivery of entity 42 at
+    // a time, the older first.
+    let now = zoomhook::core::clock::now_millis();
+    let claimed = store
+        .claim(&zoomhook::store::deliveries::ClaimRequest {
+            subscription_id: "sub_ordered",
+            entity_order: true,
+            limit: 10,
+            max_in_flight: 10,
+            rate_limit: None,
+            now,
+            lease_until: now + 1_000,
+        })
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.delivery.id.as_str())
+            .collect::<Vec<_>>(),
+        ["msg_o1"],
+        "in order after the move"
+    );
     let by_entity = store
         .list_events(&EventQuery {
             entity: Some("42".into()),
@@ -112,7 +142,7 @@ async fn a_single_file_database_from_before_is_split_without_losing_anything() {
         })
         .await
         .expect("query");
-    assert_eq!(by_entity.len(), 1, "the old entry is indexed");
+    assert_eq!(by_entity.len(), 2, "the old entries are indexed");
     // The old dedupe key still answers Zoom's retry of the old event.
     let outcome = store
         .append_batch(vec![event("evt_new", 7, "rid-old")], WEEK_MS)
@@ -149,7 +179,7 @@ async fn a_single_file_database_from_before_is_split_without_losing_anything() {
     }
     // Opening again changes nothing and adopts nothing twice.
     let store = open(&db).await;
-    assert_eq!(store.list_subscriptions().await.expect("list").len(), 1);
+    assert_eq!(store.list_subscriptions().await.expect("list").len(), 2);
 }
 
 /// Keys the indexer had not written when the process stopped are read back from the log at the

@@ -20,6 +20,7 @@ both_backends!(
     rate_limit_holds_across_instances,
     entity_order_claims_the_oldest_open_delivery_of_each_entity,
     a_change_of_ordering_applies_to_the_deliveries_already_queued,
+    a_retry_takes_the_ordering_the_subscription_has_now,
     fan_out_queues_nothing_for_a_subscription_deleted_meanwhile,
     a_stale_completion_never_overwrites_the_new_owner,
     replay_requeues_finished_deliveries_and_leaves_ones_being_sent,
@@ -371,8 +372,43 @@ async fn a_change_of_ordering_applies_to_the_deliveries_already_queued(db: TestD
 
     sub.ordering = "none".into();
     assert!(store.update_subscription(&sub).await.unwrap());
-    let rest = claim(store.as_ref(), &sub, false, t + 3).await;
+    // Asked for in order, the queue has no keys left to order by: both at once.
+    let rest = claim(store.as_ref(), &sub, true, t + 3).await;
     assert_eq!(rest.len(), 2, "no ordering: both at once: {rest:?}");
+}
+
+/// A retried delivery takes the ordering its subscription has now, not the one it was queued
+/// under: deliveries that finished unordered, retried after a switch to entity order, go one at
+/// a time, the older first.
+async fn a_retry_takes_the_ordering_the_subscription_has_now(db: TestDb) {
+    let store = db.open_store().await;
+    let mut sub = stored_subscription(store.as_ref()).await;
+    let events = (0..2).map(|n| meeting_event(1, n)).collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let sent = claim(store.as_ref(), &sub, false, t).await;
+    assert_eq!(sent.len(), 2);
+    let done = sent
+        .iter()
+        .map(|c| outcome(&sub, c, t, Next::Succeeded, 200))
+        .collect();
+    store.complete(done, t + 1).await.unwrap();
+
+    sub.ordering = "entity".into();
+    assert!(store.update_subscription(&sub).await.unwrap());
+    for c in &sent {
+        assert!(store.retry_delivery(&c.delivery.id, t + 2).await.unwrap());
+    }
+    let again = claim(store.as_ref(), &sub, true, t + 3).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|c| c.delivery.event_seq)
+            .collect::<Vec<_>>(),
+        [1],
+        "one at a time, the older first: {again:?}"
+    );
 }
 
 /// A subscription deleted between fan-out reading it and queueing gets no deliveries.

@@ -8,7 +8,8 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 /// Runs `work` on a new thread named `name`, on a current-thread runtime (what `work` spawns
 /// runs there too). Returns a handle on the calling runtime that completes when `work` ends,
-/// and an abort handle for `work`. If the runtime or the thread cannot be made, `work` runs as
+/// and an abort handle for `work`; `work` is also aborted if the calling runtime shuts down
+/// first. If the runtime or the thread cannot be made, `work` runs as
 /// a task on the calling runtime instead.
 pub fn spawn(
     name: &str,
@@ -41,8 +42,21 @@ pub fn spawn(
     if let Err(error) = started {
         tracing::error!(%error, thread = name, "cannot start a thread");
     }
+    // The work lives no longer than the runtime that started it: if that runtime drops this
+    // waiter (it shut down without the work ending), the guard aborts the work.
+    let guard = AbortOnDrop(abort.clone());
     let handle = crate::metrics::spawn(async move {
+        let _guard = guard;
         let _ = finished.await;
     });
     (handle, abort)
+}
+
+/// Aborts a task when dropped (a no-op once the task has ended).
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -179,6 +179,11 @@ impl Subscriptions {
     }
 }
 
+/// Whether the pump should stop: asked to, or its stop sender is gone.
+fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
+
 /// Runs the pump until shutdown. `queued` is woken by fan-out, replays and manual retries;
 /// `changed` by writes of subscriptions.
 pub async fn run(
@@ -202,7 +207,9 @@ pub async fn run(
         backoff: None,
         token_wait: false,
     };
-    while !*shutdown.borrow() {
+    // A stop sender that is gone (its server dropped without stopping) means stop as well:
+    // otherwise every `changed()` below would return at once and the loop would spin.
+    while !stopping(&shutdown) {
         let written = changed.has_changed().unwrap_or(false);
         if written {
             changed.borrow_and_update();
@@ -214,7 +221,7 @@ pub async fn run(
             None => {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = shutdown.changed() => {}
+                    changed = shutdown.changed() => if changed.is_err() { break },
                 }
                 continue;
             }
@@ -237,7 +244,7 @@ pub async fn run(
                 let wait = pump.backoff.unwrap_or(Duration::from_millis(50));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => {}
+                    changed = shutdown.changed() => if changed.is_err() { break },
                 }
                 continue;
             }
@@ -253,7 +260,7 @@ pub async fn run(
                 pump.look_everywhere();
             }
             _ = tokio::time::sleep(if pump.token_wait { TOKEN_POLL } else { POLL }) => pump.look_everywhere(),
-            _ = shutdown.changed() => {}
+            changed = shutdown.changed() => if changed.is_err() { break },
         }
     }
     pump.drain(done_rx).await;

@@ -432,6 +432,12 @@ pub(crate) const REKEY_OPEN_DELIVERIES: &str =
     "UPDATE deliveries SET order_key = CASE WHEN CAST($2 AS TEXT) = 'entity' THEN entity END
     WHERE subscription_id = $1 AND status IN ('pending', 'delivering')";
 
+/// Gives open deliveries of entity-ordered subscriptions that have none their ordering key (as
+/// state migration 11 does; for deliveries copied in from a database that predates it).
+pub(crate) const BACKFILL_ORDER_KEYS: &str = "UPDATE deliveries SET order_key = entity
+    WHERE order_key IS NULL AND status IN ('pending', 'delivering')
+      AND subscription_id IN (SELECT id FROM subscriptions WHERE ordering = 'entity')";
+
 /// The ordering a subscription has now (`$1` id).
 pub(crate) const SUBSCRIPTION_ORDERING: &str = "SELECT ordering FROM subscriptions WHERE id = $1";
 

@@ -299,16 +299,9 @@ const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts (delivery_id, attem
     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
     ON CONFLICT (delivery_id, attempt) DO NOTHING";
 
-#[async_trait]
-impl DeliveryStore for PgStore {
-    async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
-        let p = SubscriptionParams::of(sub);
-        let client = self.pool.get().await?;
-        client.execute(INSERT_SUBSCRIPTION, &p.refs(sub)).await?;
-        Ok(())
-    }
-
-    async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
+impl PgStore {
+    /// One try of [`DeliveryStore::update_subscription`].
+    async fn update_subscription_once(&self, sub: &Subscription) -> Result<bool, StoreError> {
         let p = SubscriptionParams::of(sub);
         let mut params = p.refs(sub).to_vec();
         params.push(&sub.revision);
@@ -331,6 +324,34 @@ impl DeliveryStore for PgStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for PgStore {
+    async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let p = SubscriptionParams::of(sub);
+        let client = self.pool.get().await?;
+        client.execute(INSERT_SUBSCRIPTION, &p.refs(sub)).await?;
+        Ok(())
+    }
+
+    async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
+        // Re-keying open deliveries locks their rows, which the pump's outcomes lock too, in
+        // another order: PostgreSQL may end one of them as a deadlock. Then this update, whose
+        // transaction rolled back whole, is simply made again.
+        let mut tries = 0;
+        loop {
+            match self.update_subscription_once(sub).await {
+                Err(StoreError::Unavailable(text))
+                    if text.contains("SQLSTATE 40P01") && tries < 3 =>
+                {
+                    tries += 1;
+                    tracing::debug!(%text, "subscription update ended as a deadlock; retrying");
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
@@ -358,6 +379,9 @@ impl DeliveryStore for PgStore {
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        // After any fan-out in progress has committed (its cursor's lock), so none queues for
+        // this subscription once it is gone.
+        super::entities::lock_reader(&tx, FANOUT_READER).await?;
         tx.execute(
             "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = $1)",
             &[&id],

@@ -384,6 +384,10 @@ pub fn adopt(state: &mut Connection, log: &mut Connection) -> Result<(), StoreEr
                 ))
             })?;
         }
+        // The old file's deliveries have no ordering key (state migration 11 ran on the new,
+        // empty state database before this copy): give the open ones of entity-ordered
+        // subscriptions theirs, as that migration does.
+        tx.execute(crate::store::deliveries::BACKFILL_ORDER_KEYS, [])?;
         tx.execute(
             "INSERT OR REPLACE INTO event_index (seq, source, event, received_at, object_id, object_uuid)
              SELECT seq, source, event, received_at, object_id, object_uuid FROM log.events",
