@@ -558,8 +558,16 @@ impl DeliveryStore for PgStore {
     }
 
     async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
-        Ok(client.execute(RETRY_DELIVERY, &[&id, &now]).await? > 0)
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The ordering key is read from the subscription. Under the fan-out cursor's lock, which
+        // an update of the subscription takes first too, that update either commits before (and
+        // its ordering is read here) or waits for this retry (and re-keys what it made pending).
+        // (Not the subscription's row: the pump's outcomes lock deliveries, then that row.)
+        super::entities::lock_reader(&tx, FANOUT_READER).await?;
+        let retried = tx.execute(RETRY_DELIVERY, &[&id, &now]).await? > 0;
+        tx.commit().await?;
+        Ok(retried)
     }
 
     async fn replay_ids(
