@@ -114,18 +114,7 @@ async fn a_single_file_database_from_before_is_split_without_losing_anything() {
     // The queue of an entity-ordered subscription keeps its order: one delivery of entity 42 at
     // a time, the older first.
     let now = zoomhook::core::clock::now_millis();
-    let claimed = store
-        .claim(&zoomhook::store::deliveries::ClaimRequest {
-            subscription_id: "sub_ordered",
-            entity_order: true,
-            limit: 10,
-            max_in_flight: 10,
-            rate_limit: None,
-            now,
-            lease_until: now + 1_000,
-        })
-        .await
-        .expect("claim");
+    let claimed = common::contract::claim_for(store.as_ref(), "sub_ordered", true, now).await;
     assert_eq!(
         claimed
             .iter()

@@ -38,18 +38,7 @@ async fn claim(
     entity_order: bool,
     now: i64,
 ) -> Vec<Claimed> {
-    store
-        .claim(&ClaimRequest {
-            subscription_id: &sub.id,
-            entity_order,
-            limit: 10,
-            max_in_flight: 10,
-            rate_limit: None,
-            now,
-            lease_until: now + 1_000,
-        })
-        .await
-        .unwrap()
+    claim_for(store, &sub.id, entity_order, now).await
 }
 
 /// The outcome of the first attempt at `claimed`, made under the lease of a claim at `claimed_at`.
@@ -157,7 +146,7 @@ async fn fail_one_delivery(
     sub: &zoomhook::store::deliveries::Subscription,
     now: i64,
 ) -> usize {
-    use zoomhook::store::deliveries::{Attempt, ClaimRequest, Completion, Next};
+    use zoomhook::store::deliveries::{Attempt, Completion, Next};
     let body = br#"{"event":"meeting.started","event_ts":1700000000000,"payload":{"account_id":"A","object":{"id":1,"uuid":"f1"}}}"#;
     store
         .append_batch(vec![new_event(body, None, 1)], WEEK_MS)
@@ -166,18 +155,7 @@ async fn fail_one_delivery(
     zoomhook::deliver::fanout::fan_out_batch(store, 100)
         .await
         .unwrap();
-    let claimed = store
-        .claim(&ClaimRequest {
-            subscription_id: &sub.id,
-            entity_order: false,
-            limit: 10,
-            max_in_flight: 10,
-            rate_limit: None,
-            now,
-            lease_until: now + 1_000,
-        })
-        .await
-        .unwrap();
+    let claimed = claim_for(store, &sub.id, false, now).await;
     let completions = claimed
         .iter()
         .map(|c| Completion {

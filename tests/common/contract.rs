@@ -53,3 +53,24 @@ pub async fn stored_subscription_ordered(
     store.insert_subscription(&sub).await.unwrap();
     sub
 }
+
+/// A claim of up to 10 deliveries of `subscription_id` at `now`, leased for a second.
+pub async fn claim_for(
+    store: &dyn zoomhook::store::EventStore,
+    subscription_id: &str,
+    entity_order: bool,
+    now: i64,
+) -> Vec<zoomhook::store::deliveries::Claimed> {
+    store
+        .claim(&zoomhook::store::deliveries::ClaimRequest {
+            subscription_id,
+            entity_order,
+            limit: 10,
+            max_in_flight: 10,
+            rate_limit: None,
+            now,
+            lease_until: now + 1_000,
+        })
+        .await
+        .unwrap()
+}
