@@ -9,8 +9,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 /// Runs `work` on a new thread named `name`, on a current-thread runtime (what `work` spawns
 /// runs there too). Returns a handle on the calling runtime that completes when `work` ends,
 /// and an abort handle for `work`; `work` is also aborted if the calling runtime shuts down
-/// first. If the runtime or the thread cannot be made, `work` runs as
-/// a task on the calling runtime instead.
+/// first. If the runtime cannot be built, `work` runs as a task on the calling runtime instead.
 pub fn spawn(
     name: &str,
     work: impl std::future::Future<Output = ()> + Send + 'static,
