@@ -600,3 +600,73 @@ async fn subs_deliveries_and_replay_commands_drive_outbound_delivery() {
     assert!(stderr(&gone).contains("404"));
     server.stop().await;
 }
+
+/// A SQLite database takes one server: a second `zoomhook serve` on the same file is refused
+/// (it would accept again what the first holds and sync and fan out beside it), the first keeps
+/// serving, commands that work beside a server still do, and a killed server leaves no stale lock.
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_file_is_refused_and_a_killed_one_leaves_no_lock() {
+    let db = TestDb::sqlite();
+    let mut first = binary::Binary::start(&db);
+    let http = reqwest::Client::new();
+    let body = fixture("meeting.started.json");
+    let ts = now_secs().to_string();
+    let posted = http
+        .post(format!("{}/webhooks/zoom", first.base))
+        .header("content-type", "application/json")
+        .header("x-zm-request-timestamp", &ts)
+        .header("x-zm-signature", zoom_signature(SECRET, &ts, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(posted.status(), 200);
+
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        db.url.as_str(),
+    ];
+    let env = [
+        ("ZOOM_WEBHOOK_SECRET_TOKEN", SECRET),
+        ("ZOOMHOOK_ADMIN_TOKEN", ADMIN),
+    ];
+    let second = tokio::time::timeout(std::time::Duration::from_secs(60), zoomhook(&serve, &env))
+        .await
+        .expect("the second server gives up at once rather than serving");
+    assert!(!second.status.success(), "{}", stderr(&second));
+    let message = stderr(&second);
+    assert!(
+        message.contains(&format!(
+            "another zoomhook process (pid {})",
+            first.child.id()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("one server at a time"), "{message}");
+
+    let health = http
+        .get(format!("{}/healthz", first.base))
+        .send()
+        .await
+        .expect("GET /healthz");
+    assert_eq!(health.status(), 200, "the first server still serves");
+    let token = zoomhook(&["token", "create", "--database", &db.url], &[]).await;
+    assert!(token.status.success(), "{}", stderr(&token));
+
+    first.kill();
+    let again = binary::Binary::start(&db);
+    let events: Value = http
+        .get(format!("{}/api/v1/events", again.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("GET events")
+        .json()
+        .await
+        .expect("JSON");
+    let listed = events["data"].as_array().map_or(0, Vec::len);
+    assert_eq!(listed, 1, "{events}");
+}

@@ -96,13 +96,30 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests finish (up to `shutdown_timeout`) and commits everything they queued.
+/// requests finish (up to `shutdown_timeout`) and commits everything they queued. On SQLite, the
+/// process holds the database's instance lock meanwhile (a second server on it is refused).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Held until the server has stopped: a second server on the same SQLite file is refused.
+    let _instance = lock_sqlite_database(&config.database_url)?;
     run_with_state(config, listener, shutdown, None).await
+}
+
+/// The process's lock on a SQLite database (see `store::sqlite::instance_lock`); none for
+/// PostgreSQL, which coordinates instances itself.
+fn lock_sqlite_database(
+    url: &str,
+) -> anyhow::Result<Option<store::sqlite::instance_lock::InstanceLock>> {
+    match url.strip_prefix("sqlite://") {
+        // An empty path is refused by `store::open`, with its own message.
+        Some(path) if !path.is_empty() => Ok(Some(
+            store::sqlite::instance_lock::InstanceLock::acquire(std::path::Path::new(path))?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// [`run`], handing the server's state to `started` once it is built (for an application that

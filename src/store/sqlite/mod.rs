@@ -23,6 +23,7 @@ mod dedupe_tail;
 mod deliveries;
 mod entities;
 mod indexer;
+pub mod instance_lock;
 mod open;
 
 use std::collections::HashMap;
