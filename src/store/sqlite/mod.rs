@@ -122,6 +122,7 @@ impl SqliteStore {
             let tail = indexer::rebuild_tail(&mut state, window_ms)?;
             let dedupe_reader = Connection::open(&opened)?;
             dedupe_reader.busy_timeout(busy_timeout)?;
+            open::keep_plans(&dedupe_reader)?;
             Ok::<_, StoreError>((log, state, dedupe_reader, tail))
         })
         .await
