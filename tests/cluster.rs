@@ -66,8 +66,14 @@ async fn an_event_posted_to_one_instance_reaches_stream_clients_on_the_other() {
     let a = TestServer::start(in_process(&db, &settings(&zoom, "a"))).await;
     let (b, b_state) = TestServer::start_with_state(in_process(&db, &settings(&zoom, "b"))).await;
 
-    // The wake-up itself: B hears of A's append without appending anything.
+    // The wake-up itself: B hears of A's append without appending anything. B wakes its
+    // followers once when its LISTEN takes effect (for what was committed before); after that,
+    // only a notification can wake it — B leads nothing and appends nothing here.
     let mut woken = b_state.log_advanced.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), woken.wait_for(|n| *n > 0))
+        .await
+        .expect("B's LISTEN takes effect")
+        .expect("B is running");
     woken.borrow_and_update();
     assert!(
         a.send(&event("meeting.created", 0))

@@ -250,6 +250,10 @@ impl PgStore {
                 "LISTEN {LOG_CHANNEL}; LISTEN {DELIVERIES_CHANNEL}"
             ))
             .await?;
+        // What other instances committed before the LISTEN took effect sent its notifications to
+        // nobody: one wake-up now makes every follower look, so nothing waits for the next append.
+        log.send_modify(|v| *v = v.wrapping_add(1));
+        deliveries.notify_waiters();
         loop {
             tokio::select! {
                 message = messages.recv() => match message {
