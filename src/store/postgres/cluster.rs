@@ -224,7 +224,8 @@ impl ClusterStore for PgStore {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(%error, "lost the LISTEN connection; other instances' events arrive by polling until it is back");
-                    // Whatever was notified meanwhile is found by the wake-up after reconnecting.
+                    // A notification lost with the connection is found by this wake-up; what
+                    // commits until the next LISTEN, by the one `listen` gives when it is back.
                     log.send_modify(|n| *n = n.wrapping_add(1));
                     deliveries.notify_waiters();
                     tokio::select! {
