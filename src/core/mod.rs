@@ -3,5 +3,6 @@
 pub mod clock;
 pub mod ids;
 pub mod own_thread;
+pub mod panics;
 pub mod pattern;
 pub mod storable;

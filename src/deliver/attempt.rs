@@ -54,9 +54,16 @@ pub async fn send(
     // One bound for the whole attempt (an SMTP server can be slow at every step), well inside
     // the lease.
     let limit = Duration::from_millis(sub.stored.timeout_ms.max(1) as u64);
-    let answer = tokio::time::timeout(limit, attempt)
-        .await
-        .unwrap_or_else(|_| Err("timed out".to_owned()));
+    // A bug hit while making the attempt (a panic) is this attempt's failure, recorded and
+    // retried like any other, not a lost outcome that would hold the delivery's slot.
+    let answer = match tokio::time::timeout(limit, crate::core::panics::contain(attempt)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(panic)) => {
+            tracing::error!(delivery = %claimed.delivery.id, %panic, "a delivery attempt panicked");
+            Err(format!("internal error in zoomhook while sending: {panic}"))
+        }
+        Err(_) => Err("timed out".to_owned()),
+    };
     let duration_ms = clock.elapsed().as_millis() as i64;
     metrics::histogram!("zoomhook_delivery_attempt_seconds").record(clock.elapsed().as_secs_f64());
     judge(

@@ -192,7 +192,7 @@ pub async fn run(
     mut changed: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (done_tx, mut done_rx) = mpsc::channel::<Completion>(MAX_SETTLE);
+    let (done_tx, mut done_rx) = mpsc::channel::<Finished>(MAX_SETTLE);
     let mut pump = Pump {
         deliverer: Arc::clone(&deliverer),
         slots: HashMap::new(),
@@ -228,7 +228,7 @@ pub async fn run(
         }
         while pump.unsettled.len() < MAX_SETTLE {
             match done_rx.try_recv() {
-                Ok(completion) => pump.unsettled.push(completion),
+                Ok(finished) => pump.finished(finished),
                 Err(_) => break,
             }
         }
@@ -252,7 +252,7 @@ pub async fn run(
         // Wait for an outcome, new deliveries, a subscription write, the next due retry
         // (polled), or shutdown.
         tokio::select! {
-            Some(completion) = done_rx.recv() => pump.unsettled.push(completion),
+            Some(finished) = done_rx.recv() => pump.finished(finished),
             _ = queued.notified() => pump.look_everywhere(),
             // `changed()` marks the write as seen, so force the re-read here.
             Ok(()) = changed.changed() => {
@@ -274,11 +274,20 @@ struct Pump {
     /// Outcomes received and not yet recorded (kept across a failed transaction).
     unsettled: Vec<Completion>,
     /// Where sends report their outcomes.
-    done: mpsc::Sender<Completion>,
+    done: mpsc::Sender<Finished>,
     /// The wait after a failed transaction, doubled by each failure in a row.
     backoff: Option<Duration>,
     /// Whether a subscription with free slots and due deliveries waits only for tokens.
     token_wait: bool,
+}
+
+/// How the task sending one delivery ended.
+enum Finished {
+    /// With an outcome to record.
+    Completed(Completion),
+    /// Without one (a bug after the attempt): the delivery keeps its lease in the store and is
+    /// claimed afresh when it expires; the slot here is freed at once.
+    Abandoned { subscription_id: String },
 }
 
 /// One claim the pump asks for: which subscription, how many, under which lease.
@@ -289,6 +298,19 @@ struct Wanted {
 }
 
 impl Pump {
+    /// Takes in how a send ended.
+    fn finished(&mut self, finished: Finished) {
+        match finished {
+            Finished::Completed(completion) => self.unsettled.push(completion),
+            Finished::Abandoned { subscription_id } => {
+                if let Some(slot) = self.slots.get_mut(&subscription_id) {
+                    slot.in_flight -= 1;
+                    slot.look = true;
+                }
+            }
+        }
+    }
+
     /// Forgets the slots of subscriptions that are gone and have nothing in flight.
     fn prune_slots(&mut self) {
         let live: std::collections::HashSet<&str> = self
@@ -457,23 +479,34 @@ impl Pump {
             );
             let lease_until = w.lease_until;
             crate::metrics::spawn(async move {
-                let completion = attempt::send(&deliverer, &sub, delivery, lease_until).await;
-                // The pump frees the slot once the outcome is stored.
-                let _ = done.send(completion).await;
+                let id = delivery.delivery.id.clone();
+                let sent = attempt::send(&deliverer, &sub, delivery, lease_until);
+                // The pump frees the slot once the outcome is stored, or at once if the task
+                // has none to give.
+                let finished = match crate::core::panics::contain(sent).await {
+                    Ok(completion) => Finished::Completed(completion),
+                    Err(panic) => {
+                        tracing::error!(delivery = %id, %panic, "judging a delivery attempt panicked; the delivery is retried when its lease expires");
+                        Finished::Abandoned {
+                            subscription_id: sub.stored.id.clone(),
+                        }
+                    }
+                };
+                let _ = done.send(finished).await;
             });
         }
     }
 
     /// At shutdown: records the outcomes of the deliveries still being sent (for up to 15 s);
     /// anything cut off keeps its lease and is taken up again after it expires.
-    async fn drain(mut self, mut done_rx: mpsc::Receiver<Completion>) {
+    async fn drain(mut self, mut done_rx: mpsc::Receiver<Finished>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let mut in_flight: i64 = self.slots.values().map(|s| s.in_flight).sum();
         in_flight -= self.unsettled.len() as i64;
         while in_flight > 0 {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-                Ok(Some(completion)) => {
-                    self.unsettled.push(completion);
+                Ok(Some(finished)) => {
+                    self.finished(finished);
                     in_flight -= 1;
                 }
                 _ => break,

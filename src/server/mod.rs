@@ -327,13 +327,24 @@ fn start_delivery(
         // On a thread of its own: the pump, its attempts and their HTTP connections wake each
         // other several times per delivery, which across the shared runtime's threads cost more
         // than the deliveries' own work (bench/RESULTS.md).
+        // A pump that panics is started afresh (its deliveries in flight keep their leases and
+        // are claimed again when those expire), so a bug costs a restart, not all delivery.
         crate::core::own_thread::spawn(
             "zoomhook-deliver",
-            metrics::carry(deliver::worker::run(
-                deliverer,
-                Arc::clone(&state.deliveries_queued),
-                state.subscriptions_changed.subscribe(),
+            metrics::carry(crate::core::panics::restart_on_panic(
+                "deliver",
                 stop.clone(),
+                {
+                    let (state, stop) = (state.clone(), stop.clone());
+                    move || {
+                        deliver::worker::run(
+                            Arc::clone(&deliverer),
+                            Arc::clone(&state.deliveries_queued),
+                            state.subscriptions_changed.subscribe(),
+                            stop.clone(),
+                        )
+                    }
+                },
             )),
         )
         .0,
