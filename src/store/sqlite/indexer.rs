@@ -213,10 +213,17 @@ struct LoggedKey {
 
 /// Writes dedupe keys `(key, owner, expires_at)`; a key already held by a live owner keeps it
 /// (as in the append's plan).
+///
+/// The keys are random (request ids, hashes), so each lands on its own page of a table far larger
+/// than the page cache. Written in key order, each page is looked up once per batch and the
+/// B-tree is walked left to right instead of jumping about. The sort is stable: a key read back
+/// twice from the log keeps its order (the first live owner wins).
 fn write_keys<'a>(
     conn: &Connection,
     keys: impl IntoIterator<Item = (&'a str, &'a KeyOwner, i64)>,
 ) -> Result<(), StoreError> {
+    let mut keys: Vec<_> = keys.into_iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(b.0));
     let now = now_millis();
     let mut upsert = conn.prepare_cached(
         "INSERT INTO dedupe_keys (key, event_id, seq, expires_at) VALUES (?1, ?2, ?3, ?4)

@@ -228,6 +228,10 @@ fn live_keys(
     if unknown.is_empty() {
         return Ok(live);
     }
+    // In key order: the B-tree is walked left to right, each page looked at once (see
+    // `indexer::write_keys`).
+    let mut unknown: Vec<String> = unknown.into_iter().collect();
+    unknown.sort_unstable();
     // One read transaction: one snapshot for every lookup, taken after the tail was read.
     let tx = state.unchecked_transaction()?;
     {
