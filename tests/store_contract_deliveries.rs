@@ -861,3 +861,83 @@ async fn event_heads_are_the_log_in_seq_order_without_bodies(db: TestDb) {
             .is_empty()
     );
 }
+
+/// PostgreSQL only (SQLite has one writer, so a replay and an update never overlap): a replay
+/// that runs while a change of ordering is being committed ends with its deliveries keyed by the
+/// new ordering, although the change re-keyed the open deliveries before the replay's were there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_overlapping_a_change_of_ordering_ends_keyed_by_the_new_ordering() {
+    use zoomhook::store::deliveries::FANOUT_READER;
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    let events = (0..4).map(|n| meeting_event(n % 2 + 1, n)).collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+
+    // The change of ordering, as `update_subscription` makes it, held open before its commit.
+    let (mut update, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = update.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO sync_cursors (name, seq, applied) VALUES ($1, 0, 0) ON CONFLICT (name) DO NOTHING",
+        &[&FANOUT_READER],
+    )
+    .await
+    .unwrap();
+    tx.query_one(
+        "SELECT seq FROM sync_cursors WHERE name = $1 FOR UPDATE",
+        &[&FANOUT_READER],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "UPDATE subscriptions SET ordering = 'entity' WHERE id = $1",
+        &[&sub.id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "UPDATE deliveries SET order_key = entity WHERE subscription_id = $1 AND status IN ('pending', 'delivering')",
+        &[&sub.id],
+    )
+    .await
+    .unwrap();
+
+    // The replay reads the ordering the change has not committed yet.
+    let replay = tokio::spawn({
+        let (store, sub) = (store.clone(), sub.clone());
+        async move {
+            let patterns = zoomhook::core::pattern::EventPattern::parse_list("*").unwrap();
+            store
+                .replay(&sub, &patterns, &ReplayRange::default(), 1)
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.commit().await.unwrap();
+    let queued = tokio::time::timeout(std::time::Duration::from_secs(10), replay)
+        .await
+        .expect("the replay finishes once the change has committed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(queued, 4);
+
+    let keys = update
+        .query(
+            "SELECT entity, order_key FROM deliveries WHERE subscription_id = $1",
+            &[&sub.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 4);
+    for row in keys {
+        let (entity, key): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        assert!(entity.is_some());
+        assert_eq!(
+            key, entity,
+            "every replayed delivery is keyed by its entity"
+        );
+    }
+}

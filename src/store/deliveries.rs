@@ -514,16 +514,23 @@ pub(crate) fn claim_candidates_sql(skip_locked: bool) -> String {
     )
 }
 
-/// The SQL of a replay: re-queues matching events. `$1` subscription id, `$2` now, then the
-/// range bounds and patterns numbered from `$3` by [`replay_sql`].
+/// The SQL of a replay: re-queues matching events. `$1` subscription id, `$2` now, `$3` the
+/// subscription's ordering as the caller read it (the ordering keys are given by it, not by a
+/// subquery whose snapshot the caller cannot know), then the range bounds and patterns numbered
+/// from `$4`.
 pub(crate) fn replay_sql(
     subscription_id: &str,
+    ordering: &str,
     now: i64,
     patterns: &[crate::core::pattern::EventPattern],
     range: &ReplayRange,
 ) -> (String, Vec<super::query::Param>) {
     use super::query::Param;
-    let mut params: Vec<Param> = vec![Param::Text(subscription_id.to_owned()), Param::Int(now)];
+    let mut params: Vec<Param> = vec![
+        Param::Text(subscription_id.to_owned()),
+        Param::Int(now),
+        Param::Text(ordering.to_owned()),
+    ];
     let mut filters = Vec::new();
     let next = |p: Param, params: &mut Vec<Param>| {
         params.push(p);
@@ -580,8 +587,7 @@ pub(crate) fn replay_sql(
         "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, order_key, status, attempts, next_attempt_at, created_at, updated_at)
          SELECT 'msg_' || substr(e.id, 5) || substr(CAST($1 AS TEXT), 5), CAST($1 AS TEXT), e.seq, e.id, e.event,
                 COALESCE(e.object_id, e.object_uuid),
-                CASE WHEN (SELECT s.ordering FROM subscriptions s WHERE s.id = CAST($1 AS TEXT)) = 'entity'
-                     THEN COALESCE(e.object_id, e.object_uuid) END,
+                CASE WHEN CAST($3 AS TEXT) = 'entity' THEN COALESCE(e.object_id, e.object_uuid) END,
                 'pending', 0, CAST($2 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT)
          FROM events e WHERE 1 = 1{filter}
          ON CONFLICT (subscription_id, event_seq) DO UPDATE

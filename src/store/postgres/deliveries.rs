@@ -327,6 +327,49 @@ impl PgStore {
     }
 }
 
+/// Runs a transaction that re-keys open deliveries, again if PostgreSQL ended it as a deadlock
+/// (up to three times). Re-keying locks delivery rows that the pump's outcomes lock too, in
+/// another order; the transaction that lost rolled back whole, so making it again is safe.
+async fn retry_on_deadlock<T, F, Fut>(mut transaction: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match transaction().await {
+            Err(StoreError::Unavailable(text)) if text.contains("SQLSTATE 40P01") && tries < 3 => {
+                tries += 1;
+                tracing::debug!(%text, "a re-keying transaction ended as a deadlock; retrying");
+            }
+            other => return other,
+        }
+    }
+}
+
+impl PgStore {
+    /// Re-keys the open deliveries of subscription `id` if its ordering is no longer `seen`,
+    /// under the fan-out cursor's lock (as an update of the subscription does).
+    async fn rekey_if_ordering_changed(&self, id: &str, seen: &str) -> Result<(), StoreError> {
+        retry_on_deadlock(|| self.rekey_once(id, seen)).await
+    }
+
+    async fn rekey_once(&self, id: &str, seen: &str) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        super::entities::lock_reader(&tx, FANOUT_READER).await?;
+        let now: Option<String> = tx
+            .query_opt(SUBSCRIPTION_ORDERING, &[&id])
+            .await?
+            .map(|r| r.get(0));
+        if let Some(ordering) = now.filter(|o| o != seen) {
+            tx.execute(REKEY_OPEN_DELIVERIES, &[&id, &ordering]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl DeliveryStore for PgStore {
     async fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
@@ -337,21 +380,7 @@ impl DeliveryStore for PgStore {
     }
 
     async fn update_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
-        // Re-keying open deliveries locks their rows, which the pump's outcomes lock too, in
-        // another order: PostgreSQL may end one of them as a deadlock. Then this update, whose
-        // transaction rolled back whole, is simply made again.
-        let mut tries = 0;
-        loop {
-            match self.update_subscription_once(sub).await {
-                Err(StoreError::Unavailable(text))
-                    if text.contains("SQLSTATE 40P01") && tries < 3 =>
-                {
-                    tries += 1;
-                    tracing::debug!(%text, "subscription update ended as a deadlock; retrying");
-                }
-                other => return other,
-            }
-        }
+        retry_on_deadlock(|| self.update_subscription_once(sub)).await
     }
 
     async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
@@ -577,12 +606,26 @@ impl DeliveryStore for PgStore {
         range: &ReplayRange,
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let (sql, params) = replay_sql(&sub.id, now, patterns, range);
+        let client = self.pool.get().await?;
+        let Some(ordering) = client
+            .query_opt(SUBSCRIPTION_ORDERING, &[&sub.id])
+            .await?
+            .map(|r| r.get::<_, String>(0))
+        else {
+            return Ok(Vec::new());
+        };
+        let (sql, params) = replay_sql(&sub.id, &ordering, now, patterns, range);
         let values = super::boxed(params);
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
-        let client = self.pool.get().await?;
         let rows = client.query(&sql, &refs).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let ids = rows.iter().map(|r| r.get(0)).collect();
+        drop(client);
+        // The replay is not under the fan-out cursor's lock (held for a whole replay, it would
+        // stall fan-out), so a change of ordering may have re-keyed the open deliveries while
+        // these were not yet visible to it. Now that they are, look again under that lock: an
+        // update in progress commits first, and one that comes after sees these rows.
+        self.rekey_if_ordering_changed(&sub.id, &ordering).await?;
+        Ok(ids)
     }
 
     async fn deliveries_by_id(

@@ -492,8 +492,16 @@ impl DeliveryStore for SqliteStore {
         range: &ReplayRange,
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let (sql, params) = replay_sql(&sub.id, now, patterns, range);
+        let (id, patterns, range) = (sub.id.clone(), patterns.to_vec(), range.clone());
         self.with_writer(move |conn| {
+            // On the writer: the ordering read here is the one the insert runs under.
+            let ordering: Option<String> = conn
+                .query_row(&q(SUBSCRIPTION_ORDERING), [&id], |r| r.get(0))
+                .optional()?;
+            let Some(ordering) = ordering else {
+                return Ok(Vec::new());
+            };
+            let (sql, params) = replay_sql(&id, &ordering, now, &patterns, &range);
             let mut stmt = conn.prepare(&q(&sql))?;
             let ids = stmt.query_map(super::sql_values(params), |r| r.get::<_, String>(0))?;
             Ok(ids.collect::<Result<Vec<_>, _>>()?)
