@@ -479,14 +479,13 @@ impl Pump {
             );
             let lease_until = w.lease_until;
             crate::metrics::spawn(async move {
-                let id = delivery.delivery.id.clone();
                 let sent = attempt::send(&deliverer, &sub, delivery, lease_until);
                 // The pump frees the slot once the outcome is stored, or at once if the task
                 // has none to give.
                 let finished = match crate::core::panics::contain(sent).await {
                     Ok(completion) => Finished::Completed(completion),
                     Err(panic) => {
-                        tracing::error!(delivery = %id, %panic, "judging a delivery attempt panicked; the delivery is retried when its lease expires");
+                        tracing::error!(subscription = %sub.stored.id, %panic, "judging a delivery attempt panicked; the delivery is retried when its lease expires");
                         Finished::Abandoned {
                             subscription_id: sub.stored.id.clone(),
                         }
