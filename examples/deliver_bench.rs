@@ -10,6 +10,8 @@
 //!    the sink measures now − `event_ts` of every delivery (p50/p99).
 //!
 //! `cargo run --release --example deliver_bench -- [EVENTS]` (default 100000). Prints one JSON line.
+//! With `ZOOMHOOK_BENCH_PG` set to a PostgreSQL server's URL (`postgres://postgres@127.0.0.1:5432`),
+//! the backlog is kept in a fresh database there (created, and dropped at the end) instead of SQLite.
 
 use std::convert::Infallible;
 use std::process::{Command, Stdio};
@@ -85,6 +87,14 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// A connection to the server's `postgres` database, for creating and dropping the bench's own.
+async fn pg_admin(base: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let events: i64 = std::env::args()
@@ -132,7 +142,20 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("bench/out/deliver-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let url = format!("sqlite://{}/deliver.db", dir.display());
+    let pg = std::env::var("ZOOMHOOK_BENCH_PG").ok().map(|base| {
+        let name = format!("zoomhook_deliver_bench_{}", std::process::id());
+        (base, name)
+    });
+    let url = match &pg {
+        Some((base, name)) => {
+            pg_admin(base)
+                .await?
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await?;
+            format!("{base}/{name}")
+        }
+        None => format!("sqlite://{}/deliver.db", dir.display()),
+    };
     {
         let store = store::open(&url, &StoreOptions::default()).await?;
         let mut sub = zoomhook::deliver::subscription::create(
@@ -260,8 +283,15 @@ async fn main() -> anyhow::Result<()> {
     };
     let _ = child.kill().await;
     std::fs::remove_dir_all(&dir).ok();
+    if let Some((base, name)) = &pg {
+        pg_admin(base)
+            .await?
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+    }
     println!(
-        "{{\"events\": {events}, \"sink_per_sec\": {sink_rate:.0}, \"delivered\": {delivered}, \"deliveries_per_sec\": {:.0}, \"ratio\": {:.3}, \"peak_rss_mib\": {drain_rss:.1}, \"delay_samples\": {}, \"delay_p50_ms\": {}, \"delay_p99_ms\": {}, \"simulate_ok\": {}}}",
+        "{{\"backend\": \"{}\", \"events\": {events}, \"sink_per_sec\": {sink_rate:.0}, \"delivered\": {delivered}, \"deliveries_per_sec\": {:.0}, \"ratio\": {:.3}, \"peak_rss_mib\": {drain_rss:.1}, \"delay_samples\": {}, \"delay_p50_ms\": {}, \"delay_p99_ms\": {}, \"simulate_ok\": {}}}",
+        if pg.is_some() { "postgres" } else { "sqlite" },
         delivered as f64 / drain_secs,
         delivered as f64 / drain_secs / sink_rate,
         delays.len(),

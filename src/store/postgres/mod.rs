@@ -12,12 +12,15 @@ mod append;
 mod cluster;
 mod deliveries;
 mod entities;
+mod home_runtime;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    ConfigConnectImpl, Connect, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime,
+};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
@@ -57,16 +60,29 @@ impl PgStore {
         })?;
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("zoomhook");
+        // Shared by tasks on several runtimes (the delivery pump has a thread of its own): each
+        // connection is opened and driven on this, the store's home runtime (`home_runtime.rs`).
         let pool = build_pool(
             url,
             config.clone(),
             options.max_read_connections.max(1),
             RecyclingMethod::Verified,
+            home_runtime::OnHomeRuntime {
+                home: tokio::runtime::Handle::current(),
+            },
         )?;
         // No verifying query per checkout: it would add a round trip to every commit. A
         // connection the server closed is seen as closed (and replaced) at checkout all the same,
         // and one that fails mid-append is closed rather than reused (see `append.rs`).
-        let committer = build_pool(url, config.clone(), 2, RecyclingMethod::Fast)?;
+        // Opened where they are first checked out: on the committer's own thread, which then
+        // drives its connection without a hop to another thread on every round trip.
+        let committer = build_pool(
+            url,
+            config.clone(),
+            2,
+            RecyclingMethod::Fast,
+            ConfigConnectImpl { tls: NoTls },
+        )?;
         let store = PgStore {
             pool,
             committer,
@@ -122,13 +138,15 @@ impl PgStore {
     }
 }
 
+/// A pool of at most `size` connections, opened by `connect`.
 fn build_pool(
     url: &str,
     config: tokio_postgres::Config,
     size: usize,
     recycling_method: RecyclingMethod,
+    connect: impl Connect + 'static,
 ) -> Result<Pool, StoreError> {
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method });
+    let manager = Manager::from_connect(config, connect, ManagerConfig { recycling_method });
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
