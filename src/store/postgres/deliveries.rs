@@ -2,6 +2,7 @@
 //! `FOR UPDATE SKIP LOCKED`, so instances sharing the database never claim the same delivery.
 
 use async_trait::async_trait;
+use futures_util::future::{try_join_all, try_join3};
 use tokio_postgres::types::ToSql;
 
 use super::PgStore;
@@ -122,27 +123,36 @@ async fn claim_in(
     // One claim per subscription at a time across every instance, so the in-flight count cannot
     // be read by two claims that then both fill it. Never waits: if another instance is claiming
     // for this subscription (or hangs doing so), try again on the next pass. Held to the end of
-    // the transaction.
-    let locked: bool = tx
-        .query_one(
+    // the transaction. The count and the bucket are read in the same round trip (pipelined, so
+    // the server runs them after the lock is taken; each statement's snapshot then sees every
+    // claim the previous holder committed); without the lock they are not used.
+    let read_bucket = async {
+        match request.rate_limit {
+            Some(_) => tx
+                .query_opt(READ_BUCKET, &[&subscription_id])
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (locked, in_flight, stored) = try_join3(
+        tx.query_one(
             "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
             &[&subscription_id],
-        )
-        .await?
-        .get(0);
-    if !locked {
+        ),
+        tx.query_one(IN_FLIGHT, &[&subscription_id, &now]),
+        read_bucket,
+    )
+    .await?;
+    if !locked.get::<_, bool>(0) {
         return Ok(Vec::new());
     }
-    let in_flight: i64 = tx
-        .query_one(IN_FLIGHT, &[&subscription_id, &now])
-        .await?
-        .get(0);
+    let in_flight: i64 = in_flight.get(0);
     let mut limit = request.limit.min(request.max_in_flight - in_flight);
     let bucket = match request.rate_limit {
         Some(rate) => {
-            let stored = tx
-                .query_opt(READ_BUCKET, &[&subscription_id])
-                .await?
+            let stored = stored
+                .flatten()
                 .map(|r| (r.get::<_, f64>(0), r.get::<_, i64>(1)));
             let tokens = refill_bucket(stored, rate, now);
             limit = limit.min(tokens.floor() as i64);
@@ -260,27 +270,31 @@ async fn complete_in(
     let codes: Vec<Option<i64>> = a.iter().map(|a| a.status_code).collect();
     let excerpts: Vec<Option<&str>> = a.iter().map(|a| a.response_excerpt.as_deref()).collect();
     let errors: Vec<Option<&str>> = a.iter().map(|a| a.error.as_deref()).collect();
-    tx.execute(
-        INSERT_ATTEMPTS,
-        &[
-            &ids, &numbers, &started, &durations, &codes, &excerpts, &errors,
-        ],
-    )
-    .await?;
+    // The attempts and the subscriptions' failure clocks, sent together (pipelined: one round
+    // trip, run by the server in this order).
     let mut clocks = FailureClocks::default();
     for c in &recorded {
         clocks.record(&c.subscription_id, c.next == Next::Succeeded);
+    }
+    let steps = clocks.steps();
+    let mut writes: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = vec![(
+        INSERT_ATTEMPTS,
+        vec![
+            &ids, &numbers, &started, &durations, &codes, &excerpts, &errors,
+        ],
+    )];
+    for c in &recorded {
         if let Some(reason) = &c.disable {
-            tx.execute(DISABLE_SUBSCRIPTION, &[&c.subscription_id, reason, &now])
-                .await?;
+            writes.push((DISABLE_SUBSCRIPTION, vec![&c.subscription_id, reason, &now]));
         }
     }
-    for (sub, step) in clocks.steps() {
+    for (sub, step) in &steps {
         match step {
-            ClockStep::Stop => tx.execute(SUBSCRIPTION_SUCCEEDED, &[&sub]).await?,
-            ClockStep::Start => tx.execute(SUBSCRIPTION_FAILED, &[&sub, &now]).await?,
-        };
+            ClockStep::Stop => writes.push((SUBSCRIPTION_SUCCEEDED, vec![sub])),
+            ClockStep::Start => writes.push((SUBSCRIPTION_FAILED, vec![sub, &now])),
+        }
     }
+    try_join_all(writes.iter().map(|(sql, params)| tx.execute(*sql, params))).await?;
     Ok(())
 }
 
