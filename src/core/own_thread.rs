@@ -103,9 +103,14 @@ mod tests {
             let _ = tx.send(std::thread::current().name().map(str::to_owned));
         });
         assert_eq!(rx.await.unwrap().as_deref(), Some("zoomhook-test-own"));
+        ends(handle, "the handle completes when the work ends").await;
+    }
+
+    /// Waits (at most 5 s) for `handle` to complete without error.
+    async fn ends(handle: JoinHandle<()>, what: &str) {
         tokio::time::timeout(std::time::Duration::from_secs(5), handle)
             .await
-            .expect("the handle completes when the work ends")
+            .expect(what)
             .unwrap();
     }
 
@@ -113,10 +118,7 @@ mod tests {
     async fn aborting_ends_the_work() {
         let (handle, abort) = spawn("zoomhook-test-abort", std::future::pending());
         abort.abort();
-        tokio::time::timeout(std::time::Duration::from_secs(5), handle)
-            .await
-            .expect("an aborted work ends its thread")
-            .unwrap();
+        ends(handle, "an aborted work ends its thread").await;
     }
 
     #[tokio::test]
