@@ -941,3 +941,66 @@ async fn a_replay_overlapping_a_change_of_ordering_ends_keyed_by_the_new_orderin
         );
     }
 }
+
+/// PostgreSQL only (a pass runs on the pump's own connection, in a transaction begun and ended by
+/// hand): a pass the server refuses halfway — here an outcome whose error text holds a NUL,
+/// which PostgreSQL text cannot store — writes nothing, neither the outcome before it in the
+/// batch nor a claim; and the next pass, on a fresh connection, records and claims as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_refused_halfway_writes_nothing_and_the_next_one_works() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    let events = (0..4).map(|i| meeting_event(i, i)).collect();
+    store.append_batch(events, WEEK_MS).await.unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let first = store.claim(&request(&sub, false, 2, t)).await.unwrap();
+    assert_eq!(first.len(), 2);
+
+    let good = outcome(&sub, &first[0], t, Next::Succeeded, 200);
+    let mut bad = outcome(&sub, &first[1], t, Next::Retry(t + 60_000), 500);
+    bad.attempt.error = Some("refused\0".into());
+    let refused = store
+        .settle_and_claim(
+            vec![good.clone(), bad],
+            &[request(&sub, false, 4, t + 1)],
+            t + 1,
+        )
+        .await;
+    assert!(refused.is_err(), "the server refuses a NUL in text");
+    let counts = store.delivery_counts(&sub.id).await.unwrap();
+    assert_eq!(
+        (counts.succeeded, counts.delivering, counts.pending),
+        (0, 2, 2),
+        "nothing recorded and nothing claimed"
+    );
+    let (held, attempts) = store
+        .get_delivery(&first[0].delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.status, "delivering");
+    assert!(attempts.is_empty(), "no attempt recorded: {attempts:?}");
+
+    // The outcome alone is recorded and its slot and the two pending refilled; then a pass with
+    // nothing to do runs on the same connection.
+    for (round, expected) in [(0, 2), (1, 0)] {
+        let now = t + 2 + round;
+        let done = if round == 0 {
+            vec![good.clone()]
+        } else {
+            Vec::new()
+        };
+        let next = store
+            .settle_and_claim(done, &[request(&sub, false, 4, now)], now)
+            .await
+            .unwrap();
+        assert_eq!(next[0].len(), expected, "round {round}: {next:?}");
+    }
+    let counts = store.delivery_counts(&sub.id).await.unwrap();
+    assert_eq!(
+        (counts.succeeded, counts.delivering, counts.pending),
+        (1, 3, 0)
+    );
+}

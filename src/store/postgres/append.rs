@@ -210,20 +210,20 @@ async fn commit(
     Ok(plan.outcomes)
 }
 
-/// A committer connection that goes back to the pool only after a clean end of its
+/// A connection of the committer (or the delivery pump) that goes back to the pool only after a clean end of its
 /// transaction; dropped any other way (an error, the deadline, a cancelled append) it is
 /// closed, which makes the server roll back whatever it had begun.
-struct Checkout(Option<Object>);
+pub(super) struct Checkout(pub(super) Option<Object>);
 
 impl Checkout {
-    fn client(&self) -> Result<&Object, StoreError> {
+    pub(super) fn client(&self) -> Result<&Object, StoreError> {
         self.0
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("postgres: the connection was released".into()))
     }
 
     /// The transaction ended cleanly: the connection may serve the next commit.
-    fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         self.0.take();
     }
 }

@@ -2,10 +2,13 @@
 //! `FOR UPDATE SKIP LOCKED`, so instances sharing the database never claim the same delivery.
 
 use async_trait::async_trait;
+use deadpool_postgres::ClientWrapper;
 use futures_util::future::{try_join_all, try_join3};
+use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
 use super::PgStore;
+use super::append::Checkout;
 use crate::store::StoreError;
 use crate::store::deliveries::*;
 use crate::store::entities::ReaderPosition;
@@ -105,12 +108,77 @@ impl SubscriptionParams {
 
 /// Fan-out, claims and outcomes do not wait for their own WAL flush: a server crash can lose only
 /// the last of them, and each is repeated or re-derived (at-least-once). Appends to the event log
-/// keep `synchronous_commit = on`.
+/// keep `synchronous_commit = on`. (The pump's own connections run the whole session so.)
 pub(crate) const RELAXED_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 
-/// One claim inside a transaction (see [`DeliveryStore::claim`]).
+/// One claim in one statement: the candidates (`$1` subscription, `$2` now, `$3` entity
+/// ordering, `$4` limit; locked with `SKIP LOCKED`), marked as being sent under the lease `$5`,
+/// and read back with their events' bodies, in log order.
+static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH picked AS ({}),
+         marked AS (
+            UPDATE deliveries SET status = 'delivering', locked_until = $5, updated_at = $2
+            FROM picked WHERE deliveries.id = picked.id RETURNING deliveries.*)
+         SELECT {DELIVERY_COLUMNS}, e.event_ts, e.body
+         FROM marked d JOIN events e ON e.seq = d.event_seq
+         ORDER BY d.event_seq",
+        claim_candidates_sql(true)
+    )
+});
+
+const TRY_LOCK_SUBSCRIPTION: &str = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))";
+
+/// The statements of a pump pass, prepared once per connection (cached by the pool's client):
+/// after the first pass every statement is one round trip, and several are sent back to back.
+struct PassStatements {
+    try_lock: Statement,
+    in_flight: Statement,
+    read_bucket: Statement,
+    write_bucket: Statement,
+    claim: Statement,
+    finish: Statement,
+    insert_attempts: Statement,
+    disable: Statement,
+    succeeded: Statement,
+    failed: Statement,
+}
+
+impl PassStatements {
+    async fn prepare(client: &ClientWrapper) -> Result<PassStatements, tokio_postgres::Error> {
+        let (try_lock, in_flight, read_bucket, write_bucket, claim) = futures_util::try_join!(
+            client.prepare_cached(TRY_LOCK_SUBSCRIPTION),
+            client.prepare_cached(IN_FLIGHT),
+            client.prepare_cached(READ_BUCKET),
+            client.prepare_cached(WRITE_BUCKET),
+            client.prepare_cached(&CLAIM),
+        )?;
+        let (finish, insert_attempts, disable, succeeded, failed) = futures_util::try_join!(
+            client.prepare_cached(FINISH_DELIVERIES),
+            client.prepare_cached(INSERT_ATTEMPTS),
+            client.prepare_cached(DISABLE_SUBSCRIPTION),
+            client.prepare_cached(SUBSCRIPTION_SUCCEEDED),
+            client.prepare_cached(SUBSCRIPTION_FAILED),
+        )?;
+        Ok(PassStatements {
+            try_lock,
+            in_flight,
+            read_bucket,
+            write_bucket,
+            claim,
+            finish,
+            insert_attempts,
+            disable,
+            succeeded,
+            failed,
+        })
+    }
+}
+
+/// One claim inside the pass's transaction (see [`DeliveryStore::claim`]).
 async fn claim_in(
-    tx: &tokio_postgres::Transaction<'_>,
+    client: &ClientWrapper,
+    st: &PassStatements,
     request: &ClaimRequest<'_>,
 ) -> Result<Vec<Claimed>, StoreError> {
     let ClaimRequest {
@@ -128,32 +196,30 @@ async fn claim_in(
     // claim the previous holder committed); without the lock they are not used.
     let read_bucket = async {
         match request.rate_limit {
-            Some(_) => tx
-                .query_opt(READ_BUCKET, &[&subscription_id])
+            Some(_) => client
+                .query_opt(&st.read_bucket, &[&subscription_id])
                 .await
                 .map(Some),
             None => Ok(None),
         }
     };
     let (locked, in_flight, stored) = try_join3(
-        tx.query_one(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&subscription_id],
-        ),
-        tx.query_one(IN_FLIGHT, &[&subscription_id, &now]),
+        client.query_one(&st.try_lock, &[&subscription_id]),
+        client.query_one(&st.in_flight, &[&subscription_id, &now]),
         read_bucket,
     )
     .await?;
-    if !locked.get::<_, bool>(0) {
+    if !locked.try_get::<_, bool>(0)? {
         return Ok(Vec::new());
     }
-    let in_flight: i64 = in_flight.get(0);
+    let in_flight: i64 = in_flight.try_get(0)?;
     let mut limit = request.limit.min(request.max_in_flight - in_flight);
     let bucket = match request.rate_limit {
         Some(rate) => {
-            let stored = stored
-                .flatten()
-                .map(|r| (r.get::<_, f64>(0), r.get::<_, i64>(1)));
+            let stored = match stored.flatten() {
+                Some(r) => Some((r.try_get::<_, f64>(0)?, r.try_get::<_, i64>(1)?)),
+                None => None,
+            };
             let tokens = refill_bucket(stored, rate, now);
             limit = limit.min(tokens.floor() as i64);
             Some(tokens)
@@ -164,34 +230,16 @@ async fn claim_in(
         return Ok(Vec::new());
     }
     let order = i64::from(entity_order);
-    let ids: Vec<String> = tx
+    let rows = client
         .query(
-            &claim_candidates_sql(true),
-            &[&subscription_id, &now, &order, &limit],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = tx
-        .query(
-            &format!(
-                "WITH marked AS (
-                    UPDATE deliveries SET status = 'delivering', locked_until = $2, updated_at = $3
-                    WHERE id = ANY($1) RETURNING *)
-                 SELECT {DELIVERY_COLUMNS}, e.event_ts, e.body
-                 FROM marked d JOIN events e ON e.seq = d.event_seq
-                 ORDER BY d.event_seq"
-            ),
-            &[&ids, &lease_until, &now],
+            &st.claim,
+            &[&subscription_id, &now, &order, &limit, &lease_until],
         )
         .await?;
     if let Some(tokens) = bucket {
         let left = tokens - rows.len() as f64;
-        tx.execute(WRITE_BUCKET, &[&subscription_id, &left, &now])
+        client
+            .execute(&st.write_bucket, &[&subscription_id, &left, &now])
             .await?;
     }
     Ok(rows
@@ -204,15 +252,24 @@ async fn claim_in(
         .collect())
 }
 
-/// Records outcomes inside a transaction (see [`DeliveryStore::complete`]): one statement
-/// finishes every delivery still held under its lease, one records their attempts, whatever the
-/// size of the batch.
+/// Records outcomes inside the pass's transaction (see [`DeliveryStore::complete`]): one
+/// statement finishes every delivery still held under its lease, one records their attempts,
+/// whatever the size of the batch. `begin`, if given, is sent first, in the same round trip.
 async fn complete_in(
-    tx: &tokio_postgres::Transaction<'_>,
+    client: &ClientWrapper,
+    st: &PassStatements,
+    begin: bool,
     completions: &[Completion],
     now: i64,
 ) -> Result<(), StoreError> {
+    let begin = async {
+        if begin {
+            client.batch_execute("BEGIN").await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
     if completions.is_empty() {
+        begin.await?;
         return Ok(());
     }
     let n = completions.len();
@@ -244,17 +301,15 @@ async fn complete_in(
     // Only deliveries still held under the lease the attempt was made with: one re-claimed after
     // its lease ran out belongs to the newer attempt, which owns the outcome and its attempt
     // number, so a stale outcome records nothing at all.
-    let held: std::collections::HashSet<(String, i64)> = tx
-        .query(
-            FINISH_DELIVERIES,
-            &[
-                &ids, &statuses, &attempts, &next_at, &codes, &errors, &leases, &now,
-            ],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &ids, &statuses, &attempts, &next_at, &codes, &errors, &leases, &now,
+    ];
+    let finish = client.query(&st.finish, &params);
+    let ((), finished) = futures_util::future::try_join(begin, finish).await?;
+    let mut held = std::collections::HashSet::with_capacity(finished.len());
+    for r in &finished {
+        held.insert((r.try_get::<_, String>(0)?, r.try_get::<_, i64>(1)?));
+    }
     let recorded: Vec<&Completion> = completions
         .iter()
         .filter(|c| held.contains(&(c.attempt.delivery_id.clone(), c.lease_until)))
@@ -277,24 +332,29 @@ async fn complete_in(
         clocks.record(&c.subscription_id, c.next == Next::Succeeded);
     }
     let steps = clocks.steps();
-    let mut writes: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = vec![(
-        INSERT_ATTEMPTS,
+    let mut writes: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = vec![(
+        &st.insert_attempts,
         vec![
             &ids, &numbers, &started, &durations, &codes, &excerpts, &errors,
         ],
     )];
     for c in &recorded {
         if let Some(reason) = &c.disable {
-            writes.push((DISABLE_SUBSCRIPTION, vec![&c.subscription_id, reason, &now]));
+            writes.push((&st.disable, vec![&c.subscription_id, reason, &now]));
         }
     }
     for (sub, step) in &steps {
         match step {
-            ClockStep::Stop => writes.push((SUBSCRIPTION_SUCCEEDED, vec![sub])),
-            ClockStep::Start => writes.push((SUBSCRIPTION_FAILED, vec![sub, &now])),
+            ClockStep::Stop => writes.push((&st.succeeded, vec![sub])),
+            ClockStep::Start => writes.push((&st.failed, vec![sub, &now])),
         }
     }
-    try_join_all(writes.iter().map(|(sql, params)| tx.execute(*sql, params))).await?;
+    try_join_all(
+        writes
+            .iter()
+            .map(|(statement, params)| client.execute(*statement, params)),
+    )
+    .await?;
     Ok(())
 }
 
@@ -338,6 +398,32 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+impl PgStore {
+    /// Records `completions` and then makes each of `claims`, in one transaction on a connection
+    /// of the pump's own pool. Round trips: `BEGIN` with the outcomes' update, the attempts with
+    /// the failure clocks, per claim its lock with the in-flight count and one statement that
+    /// claims and reads the bodies, and `COMMIT`. Any error (or a pass dropped halfway) closes the
+    /// connection, which rolls the transaction back: nothing is written.
+    async fn pump_pass(
+        &self,
+        completions: &[Completion],
+        claims: &[ClaimRequest<'_>],
+        now: i64,
+    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
+        let mut checkout = Checkout(Some(self.pump.get().await?));
+        let client = checkout.client()?;
+        let statements = PassStatements::prepare(client).await?;
+        complete_in(client, &statements, true, completions, now).await?;
+        let mut claimed = Vec::with_capacity(claims.len());
+        for request in claims {
+            claimed.push(claim_in(client, &statements, request).await?);
+        }
+        client.batch_execute("COMMIT").await?;
+        checkout.release();
+        Ok(claimed)
     }
 }
 
@@ -493,20 +579,14 @@ impl DeliveryStore for PgStore {
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(RELAXED_COMMIT).await?;
-        let claimed = claim_in(&tx, request).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        let mut claimed = self
+            .pump_pass(&[], std::slice::from_ref(request), request.now)
+            .await?;
+        Ok(claimed.pop().unwrap_or_default())
     }
 
     async fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(RELAXED_COMMIT).await?;
-        complete_in(&tx, &completions, now).await?;
-        tx.commit().await?;
+        self.pump_pass(&completions, &[], now).await?;
         Ok(())
     }
 
@@ -516,16 +596,7 @@ impl DeliveryStore for PgStore {
         claims: &[ClaimRequest<'_>],
         now: i64,
     ) -> Result<Vec<Vec<Claimed>>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(RELAXED_COMMIT).await?;
-        complete_in(&tx, &completions, now).await?;
-        let mut claimed = Vec::with_capacity(claims.len());
-        for request in claims {
-            claimed.push(claim_in(&tx, request).await?);
-        }
-        tx.commit().await?;
-        Ok(claimed)
+        self.pump_pass(&completions, claims, now).await
     }
 
     async fn event_heads_after(

@@ -45,6 +45,12 @@ pub struct PgStore {
     /// turn into a 503 for Zoom). Two: the committer, and `/readyz`'s probe. Checked out without
     /// a verifying query (`RecyclingMethod::Fast`): every round trip is on the ack's path.
     committer: Pool,
+    /// The delivery pump's own connections (`deliveries.rs`): its passes record outcomes and
+    /// claim, every statement prepared once per connection, with no verifying query per checkout
+    /// and no hop to another thread per round trip (opened, like the committer's, where they are
+    /// first checked out: on the pump's thread). Its writes are all re-derived or repeated if
+    /// lost, so the session runs with `synchronous_commit = off`.
+    pump: Pool,
     /// For connections of their own: leases and the LISTEN connection.
     config: tokio_postgres::Config,
     /// Connections of roles this instance follows, kept for the next try of the lease.
@@ -83,9 +89,23 @@ impl PgStore {
             RecyclingMethod::Fast,
             ConfigConnectImpl { tls: NoTls },
         )?;
+        let mut relaxed = config.clone();
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        };
+        relaxed.options(&options);
+        let pump = build_pool(
+            url,
+            relaxed,
+            2,
+            RecyclingMethod::Fast,
+            ConfigConnectImpl { tls: NoTls },
+        )?;
         let store = PgStore {
             pool,
             committer,
+            pump,
             config,
             lease_candidates: std::sync::Mutex::new(HashMap::new()),
         };
