@@ -12,6 +12,7 @@
 //! `cargo run --release --example deliver_bench -- [EVENTS]` (default 100000). Prints one JSON line.
 //! With `ZOOMHOOK_BENCH_PG` set to a PostgreSQL server's URL (`postgres://postgres@127.0.0.1:5432`),
 //! the backlog is kept in a fresh database there (created, and dropped at the end) instead of SQLite.
+//! `ZOOMHOOK_BENCH_MAX_IN_FLIGHT` sets the subscription's `max_in_flight` (default 64).
 
 use std::convert::Infallible;
 use std::process::{Command, Stdio};
@@ -102,6 +103,12 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(100_000);
+    // The subscription's `max_in_flight`: how many outcomes one pass of the pump can carry.
+    let max_in_flight: i64 = std::env::var("ZOOMHOOK_BENCH_MAX_IN_FLIGHT")
+        .ok()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(64);
     let bin = std::env::var("ZOOMHOOK_BIN").unwrap_or_else(|_| "target/release/zoomhook".into());
     let sink = Arc::new(Sink::default());
     let base = start_sink(Arc::clone(&sink)).await?;
@@ -159,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     {
         let store = store::open(&url, &StoreOptions::default()).await?;
         let mut sub = zoomhook::deliver::subscription::create(
-            serde_json::from_value(serde_json::json!({"url": format!("{base}/sink"), "events": "*", "max_in_flight": 64}))?,
+            serde_json::from_value(serde_json::json!({"url": format!("{base}/sink"), "events": "*", "max_in_flight": max_in_flight}))?,
             &zoomhook::deliver::ssrf::SsrfPolicy::new(vec!["127.0.0.0/8".parse()?]),
             0,
         )
@@ -241,7 +248,13 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.starts_with("DIAG") {
+                eprintln!("{l}");
+            }
+        }
+    });
     let started = Instant::now();
     while sink.received.load(Ordering::Relaxed) - before < events as u64
         && started.elapsed() < Duration::from_secs(600)
