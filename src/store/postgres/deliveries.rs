@@ -254,20 +254,15 @@ async fn claim_in(
 
 /// Records outcomes inside the pass's transaction (see [`DeliveryStore::complete`]): one
 /// statement finishes every delivery still held under its lease, one records their attempts,
-/// whatever the size of the batch. `begin`, if given, is sent first, in the same round trip.
-async fn complete_in(
+/// whatever the size of the batch. Begins that transaction: `BEGIN` goes first, in the same
+/// round trip as the outcomes' update.
+async fn begin_and_complete(
     client: &ClientWrapper,
     st: &PassStatements,
-    begin: bool,
     completions: &[Completion],
     now: i64,
 ) -> Result<(), StoreError> {
-    let begin = async {
-        if begin {
-            client.batch_execute("BEGIN").await?;
-        }
-        Ok::<_, tokio_postgres::Error>(())
-    };
+    let begin = client.batch_execute("BEGIN");
     if completions.is_empty() {
         begin.await?;
         return Ok(());
@@ -416,7 +411,7 @@ impl PgStore {
         let mut checkout = Checkout(Some(self.pump.get().await?));
         let client = checkout.client()?;
         let statements = PassStatements::prepare(client).await?;
-        complete_in(client, &statements, true, completions, now).await?;
+        begin_and_complete(client, &statements, completions, now).await?;
         let mut claimed = Vec::with_capacity(claims.len());
         for request in claims {
             claimed.push(claim_in(client, &statements, request).await?);
