@@ -353,6 +353,16 @@ async fn begin_and_complete(
     Ok(())
 }
 
+/// Fan-out's new deliveries (arrays in column order, `$7` now); a subscription deleted
+/// meanwhile gets none, and one already queued for the event is kept.
+const ENQUEUE_DELIVERIES: &str = "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, order_key, status, attempts, next_attempt_at, created_at, updated_at)
+     SELECT i, s, q, ei, ev, en, CASE WHEN sub.ordering = 'entity' THEN en END, 'pending', 0, $7, $7, $7
+     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS t(i, s, q, ei, ev, en)
+     JOIN subscriptions sub ON sub.id = t.s
+     ON CONFLICT (subscription_id, event_seq) DO NOTHING";
+
+const NOTIFY_DELIVERIES: &str = "SELECT pg_notify('zoomhook_deliveries', '')";
+
 /// [`FINISH_DELIVERY`] for many outcomes at once (arrays in the order of its parameters, `$8`
 /// now); returns the id and lease of each delivery finished.
 const FINISH_DELIVERIES: &str = "UPDATE deliveries d
@@ -379,7 +389,7 @@ impl PgStore {
         // Fan-out decides each new delivery's ordering key from the subscription in its own
         // transaction, holding its cursor's row lock: taking that lock first means no fan-out
         // commits keys of the old ordering after the open deliveries are re-keyed here.
-        super::entities::lock_reader(&tx, FANOUT_READER).await?;
+        super::entities::lock_reader(&tx, FANOUT_READER, None).await?;
         let before: Option<String> = tx
             .query_opt(SUBSCRIPTION_ORDERING, &[&sub.id])
             .await?
@@ -452,7 +462,7 @@ impl PgStore {
     async fn rekey_once(&self, id: &str, seen: &str) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        super::entities::lock_reader(&tx, FANOUT_READER).await?;
+        super::entities::lock_reader(&tx, FANOUT_READER, None).await?;
         let now: Option<String> = tx
             .query_opt(SUBSCRIPTION_ORDERING, &[&id])
             .await?
@@ -505,7 +515,7 @@ impl DeliveryStore for PgStore {
         let tx = client.transaction().await?;
         // After any fan-out in progress has committed (its cursor's lock), so none queues for
         // this subscription once it is gone.
-        super::entities::lock_reader(&tx, FANOUT_READER).await?;
+        super::entities::lock_reader(&tx, FANOUT_READER, None).await?;
         tx.execute(
             "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = $1)",
             &[&id],
@@ -533,8 +543,7 @@ impl DeliveryStore for PgStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.batch_execute(RELAXED_COMMIT).await?;
-        if super::entities::lock_reader(&tx, FANOUT_READER).await? != from {
+        if super::entities::lock_reader(&tx, FANOUT_READER, Some(RELAXED_COMMIT)).await? != from {
             return Ok(false);
         }
         let now = crate::core::clock::now_millis();
@@ -552,23 +561,21 @@ impl DeliveryStore for PgStore {
             events.push(d.event);
             entities.push(d.entity);
         }
-        tx.execute(
-            "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, order_key, status, attempts, next_attempt_at, created_at, updated_at)
-             SELECT i, s, q, ei, ev, en, CASE WHEN sub.ordering = 'entity' THEN en END, 'pending', 0, $7, $7, $7
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS t(i, s, q, ei, ev, en)
-             JOIN subscriptions sub ON sub.id = t.s
-             ON CONFLICT (subscription_id, event_seq) DO NOTHING",
-            &[&ids, &subs, &seqs, &event_ids, &events, &entities, &now],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE sync_cursors SET seq = $2, applied = $3 WHERE name = $1",
-            &[&FANOUT_READER, &to.seq, &to.applied],
-        )
-        .await?;
-        // Wakes the delivery workers of every instance at commit.
-        tx.execute("SELECT pg_notify('zoomhook_deliveries', '')", &[])
-            .await?;
+        let (insert, move_cursor, notify) = futures_util::try_join!(
+            tx.prepare_cached(ENQUEUE_DELIVERIES),
+            tx.prepare_cached(super::entities::MOVE_CURSOR),
+            tx.prepare_cached(NOTIFY_DELIVERIES),
+        )?;
+        // Back to back, in one round trip, run in this order. The notification wakes the
+        // delivery workers of every instance at commit.
+        let new: [&(dyn ToSql + Sync); 7] =
+            [&ids, &subs, &seqs, &event_ids, &events, &entities, &now];
+        let cursor: [&(dyn ToSql + Sync); 3] = [&FANOUT_READER, &to.seq, &to.applied];
+        futures_util::try_join!(
+            tx.execute(&insert, &new),
+            tx.execute(&move_cursor, &cursor),
+            tx.execute(&notify, &[]),
+        )?;
         tx.commit().await?;
         Ok(true)
     }
@@ -673,7 +680,7 @@ impl DeliveryStore for PgStore {
         // an update of the subscription takes first too, that update either commits before (and
         // its ordering is read here) or waits for this retry (and re-keys what it made pending).
         // (Not the subscription's row: the pump's outcomes lock deliveries, then that row.)
-        super::entities::lock_reader(&tx, FANOUT_READER).await?;
+        super::entities::lock_reader(&tx, FANOUT_READER, None).await?;
         let retried = tx.execute(RETRY_DELIVERY, &[&id, &now]).await? > 0;
         tx.commit().await?;
         Ok(retried)

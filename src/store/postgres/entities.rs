@@ -1,6 +1,7 @@
 //! PostgreSQL side of the entity contract ([`EntityStore`]).
 
 use async_trait::async_trait;
+use futures_util::future::{try_join, try_join3};
 use tokio_postgres::types::ToSql;
 
 use super::PgStore;
@@ -73,26 +74,44 @@ impl EntityColumns {
     }
 }
 
+/// Creates reader `$1`'s cursor at zero if it has none.
+const CREATE_CURSOR: &str =
+    "INSERT INTO sync_cursors (name, seq, applied) VALUES ($1, 0, 0) ON CONFLICT (name) DO NOTHING";
+/// Locks reader `$1`'s cursor row and reads it.
+const LOCK_CURSOR: &str = "SELECT seq, applied FROM sync_cursors WHERE name = $1 FOR UPDATE";
+/// Moves reader `$1`'s cursor.
+pub(super) const MOVE_CURSOR: &str =
+    "UPDATE sync_cursors SET seq = $2, applied = $3 WHERE name = $1";
+
 /// Locks reader `name`'s cursor row for this transaction (creating it at zero) and returns it.
-/// The row lock makes a second instance's commit wait, then see the moved cursor.
+/// The row lock makes a second instance's commit wait, then see the moved cursor. Both
+/// statements are prepared once per connection and sent back to back (one round trip, run in
+/// order). `first`, if given, is sent before them in the same round trip (a `SET LOCAL`).
 pub(super) async fn lock_reader(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     name: &str,
+    first: Option<&str>,
 ) -> Result<ReaderPosition, StoreError> {
-    tx.execute(
-        "INSERT INTO sync_cursors (name, seq, applied) VALUES ($1, 0, 0) ON CONFLICT (name) DO NOTHING",
-        &[&name],
+    let (create, lock) = try_join(
+        tx.prepare_cached(CREATE_CURSOR),
+        tx.prepare_cached(LOCK_CURSOR),
     )
     .await?;
-    let current = tx
-        .query_one(
-            "SELECT seq, applied FROM sync_cursors WHERE name = $1 FOR UPDATE",
-            &[&name],
-        )
-        .await?;
+    let first = async {
+        match first {
+            Some(sql) => tx.batch_execute(sql).await,
+            None => Ok(()),
+        }
+    };
+    let ((), _, current) = try_join3(
+        first,
+        tx.execute(&create, &[&name]),
+        tx.query_one(&lock, &[&name]),
+    )
+    .await?;
     Ok(ReaderPosition {
-        seq: current.get(0),
-        applied: current.get(1),
+        seq: current.try_get(0)?,
+        applied: current.try_get(1)?,
     })
 }
 
@@ -144,8 +163,7 @@ impl EntityStore for PgStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.batch_execute(super::deliveries::RELAXED_COMMIT).await?;
-        if lock_reader(&tx, name).await? != from {
+        if lock_reader(&tx, name, Some(super::deliveries::RELAXED_COMMIT)).await? != from {
             return Ok(false);
         }
         let mut c = EntityColumns::default();
@@ -166,10 +184,15 @@ impl EntityStore for PgStore {
             &c.doc,
             &c.state,
         ];
-        tx.execute(UPSERT_ENTITIES, &params).await?;
-        tx.execute(
-            "UPDATE sync_cursors SET seq = $2, applied = $3 WHERE name = $1",
-            &[&name, &to.seq, &to.applied],
+        let (upsert, move_cursor) = try_join(
+            tx.prepare_cached(UPSERT_ENTITIES),
+            tx.prepare_cached(MOVE_CURSOR),
+        )
+        .await?;
+        // Back to back, in one round trip.
+        try_join(
+            tx.execute(&upsert, &params),
+            tx.execute(&move_cursor, &[&name, &to.seq, &to.applied]),
         )
         .await?;
         tx.commit().await?;
@@ -184,7 +207,7 @@ impl EntityStore for PgStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if lock_reader(&tx, name).await? != from {
+        if lock_reader(&tx, name, None).await? != from {
             return Ok(false);
         }
         tx.execute(
@@ -200,11 +223,8 @@ impl EntityStore for PgStore {
             ],
         )
         .await?;
-        tx.execute(
-            "UPDATE sync_cursors SET seq = $2, applied = $3 WHERE name = $1",
-            &[&name, &entry.seq, &(from.applied + 1)],
-        )
-        .await?;
+        tx.execute(MOVE_CURSOR, &[&name, &entry.seq, &(from.applied + 1)])
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
