@@ -248,13 +248,7 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            if l.starts_with("DIAG") {
-                eprintln!("{l}");
-            }
-        }
-    });
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let started = Instant::now();
     while sink.received.load(Ordering::Relaxed) - before < events as u64
         && started.elapsed() < Duration::from_secs(600)
