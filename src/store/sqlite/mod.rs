@@ -18,6 +18,7 @@
 //! a query can join deliveries to event bodies; readers get such connections from a small pool
 //! so admin queries never wait for a commit.
 
+mod checkpoint;
 mod cluster;
 mod dedupe_tail;
 mod deliveries;
@@ -130,8 +131,15 @@ impl SqliteStore {
         let log = Arc::new(Mutex::new(log));
         let state = Arc::new(Mutex::new(state));
         let tail = Arc::new(tail);
-        open::spawn_checkpointer(&log_path, "log", wal_limit, Arc::downgrade(&log))?;
-        open::spawn_checkpointer(&state_path, "state", wal_limit, Arc::downgrade(&state))?;
+        // The log's commits sync its WAL themselves; the state's mostly do not (`NORMAL`).
+        checkpoint::spawn_checkpointer(&log_path, "log", wal_limit, Arc::downgrade(&log), false)?;
+        checkpoint::spawn_checkpointer(
+            &state_path,
+            "state",
+            wal_limit,
+            Arc::downgrade(&state),
+            true,
+        )?;
         let indexer = indexer::spawn(Arc::downgrade(&state), Arc::clone(&tail))?;
         Ok(SqliteStore {
             log,

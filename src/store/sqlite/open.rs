@@ -1,8 +1,8 @@
 //! Opening the two SQLite files — the event log and the state database beside it — with the
-//! settings each needs, their migrations, and the thread that checkpoints each WAL.
+//! settings each needs, and their migrations. (The thread that checkpoints each WAL is in
+//! `checkpoint.rs`.)
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -197,104 +197,6 @@ const READER_CACHE_KIB: i64 = 1024;
 /// Page cache of the log's writer, in KiB: it only appends, so it touches the last pages of the
 /// table and of the id index; a large cache would only hold bodies it never reads again.
 const LOG_CACHE_KIB: i64 = 2 * 1024;
-/// Restart attempts are at most this frequent (each one holds appends back for a moment).
-const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(1);
-/// Longest a RESTART checkpoint holds appends back while it waits for readers.
-const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
-/// How long a RESTART checkpoint first waits for readers; each attempt that could not finish
-/// doubles it, up to [`CHECKPOINT_BUSY`], and one that finishes starts over from here.
-const RESTART_BUSY_FIRST: Duration = Duration::from_millis(10);
-/// Bytes of a WAL frame besides its page.
-const WAL_FRAME_HEADER: i64 = 24;
-/// How often the checkpointer copies committed WAL frames into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// Starts the thread that checkpoints the WAL in the background, on its own connection.
-///
-/// A PASSIVE checkpoint never blocks the writer or readers; it copies what it can and the writer
-/// restarts the WAL from the beginning once everything is copied. Doing this inline (SQLite's
-/// auto-checkpoint) would put a large write and an extra fsync of the database file inside some
-/// commits and so into the tail latency of their acks.
-///
-/// But the WAL only restarts when no reader is still using it, and under sustained load (sync,
-/// fan-out and the admin API read all the time) that moment may never come: the WAL then grows
-/// without bound (1 GB in 15 s was seen). So once the frames in use pass `wal_limit` bytes,
-/// right after a PASSIVE checkpoint has copied nearly everything, a RESTART checkpoint holds new
-/// writes back while the readers finish (they are short) so the next commit starts the WAL over,
-/// and `journal_size_limit` cuts the file back. Each attempt costs writers a pause — the wait for
-/// readers, 10 ms at first and up to [`CHECKPOINT_BUSY`] only after attempts that could not
-/// finish (a flat 100 ms stalled every writer for that long), and copying what PASSIVE could not
-/// — which grows with the limit: measured in `bench/ingest` (`bench/RESULTS.md`), 64 MiB with at most one
-/// attempt a second gave an ack p99 of 29 ms and a worst ack of 0.41 s, 1 GiB a p99 of 25 ms but
-/// a worst ack of 1.7 s (Zoom gives up at 3 s), no limit 27 ms and a WAL of gigabytes. The wait is bounded, so a
-/// reader that never finishes (a backup tool holding a read transaction) costs appends at most
-/// that pause per attempt, not seconds; such a reader keeps the WAL from restarting, which is
-/// SQLite's rule, and the `zoomhook_sqlite_wal_bytes` gauge shows it. The thread ends when the
-/// store is dropped.
-pub(super) fn spawn_checkpointer(
-    path: &Path,
-    file: &'static str,
-    wal_limit: u64,
-    writer: std::sync::Weak<Mutex<Connection>>,
-) -> Result<(), StoreError> {
-    let conn = Connection::open(path)?;
-    keep_plans(&conn)?;
-    let page_bytes: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    let wal = PathBuf::from(format!("{}-wal", path.display()));
-    let recorder = crate::metrics::current();
-    // What a checkpoint reports: whether it could not finish (busy), and the frames in the WAL.
-    let checkpoint = move |mode: &str, busy: Duration| -> Option<(bool, i64)> {
-        if let Err(error) = conn.busy_timeout(busy) {
-            tracing::warn!(%error, mode, "cannot set the checkpoint's busy timeout; will retry");
-            return None;
-        }
-        let sql = format!("PRAGMA wal_checkpoint({mode})");
-        match conn.query_row(&sql, [], |r| {
-            Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?))
-        }) {
-            Ok(outcome) => {
-                if outcome.0 {
-                    tracing::debug!(mode, "WAL checkpoint could not finish (busy); will retry");
-                }
-                Some(outcome)
-            }
-            Err(error) => {
-                tracing::warn!(%error, mode, "WAL checkpoint failed; will retry");
-                None
-            }
-        }
-    };
-    let wal_bytes = move || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    std::thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(move || {
-            let mut last_restart = std::time::Instant::now() - RESTART_AT_MOST_EVERY;
-            let mut restart_busy = RESTART_BUSY_FIRST;
-            while writer.strong_count() > 0 {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                // The frames in use, not the file's size: the file is cut back to the limit
-                // only when the WAL starts over, and stays that large while it is reused.
-                let frames = checkpoint("PASSIVE", Duration::ZERO).map_or(0, |(_, frames)| frames);
-                let used = frames.saturating_mul(page_bytes + WAL_FRAME_HEADER) as u64;
-                // Each attempt holds writers back while it waits for readers: rarely, only past
-                // the limit, and first briefly; longer only after a short wait did not do.
-                if used > wal_limit && last_restart.elapsed() >= RESTART_AT_MOST_EVERY {
-                    last_restart = std::time::Instant::now();
-                    restart_busy = match checkpoint("RESTART", restart_busy) {
-                        Some((false, _)) => RESTART_BUSY_FIRST,
-                        _ => (restart_busy * 2).min(CHECKPOINT_BUSY),
-                    };
-                }
-                let size = wal_bytes();
-                crate::metrics::on_thread(recorder.as_ref(), || {
-                    metrics::gauge!("zoomhook_sqlite_wal_bytes", "file" => file).set(size as f64);
-                });
-            }
-        })
-        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
-    Ok(())
-}
-
 pub(super) fn apply_migrations(conn: &mut Connection, all: &[Migration]) -> Result<(), StoreError> {
     conn.execute(migrations::CREATE_TABLE, [])?;
     for m in all {
