@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<_>>()?;
             n += batch.len() as i64;
-            store.append_batch(batch, 86_400_000).await?;
+            append_as_a_client_would(store.as_ref(), batch).await?;
         }
         while zoomhook::deliver::fanout::fan_out_batch(store.as_ref(), 1000)
             .await?
@@ -307,4 +307,32 @@ async fn main() -> anyhow::Result<()> {
         status.success()
     );
     Ok(())
+}
+
+/// Appends `batch`, waiting and trying again while the store answers "unavailable" — what a
+/// sender does with a 503. Filling far faster than any webhook sender, the log indexer falls
+/// behind, and the store holds appends back until it catches up (up to a minute here).
+async fn append_as_a_client_would(
+    store: &dyn zoomhook::store::EventStore,
+    batch: Vec<NewEvent>,
+) -> anyhow::Result<()> {
+    let refused_since = Instant::now();
+    loop {
+        match store.append_batch(batch.clone(), 86_400_000).await {
+            Ok(_) => return Ok(()),
+            Err(store::StoreError::Unavailable(reason))
+                if refused_since.elapsed() < Duration::from_secs(60) =>
+            {
+                note_held_back(&reason);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Says once that the fill is being held back.
+fn note_held_back(reason: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| eprintln!("filling is held back ({reason}); waiting, as a sender would"));
 }
