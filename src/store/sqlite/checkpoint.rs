@@ -98,13 +98,19 @@ pub(super) fn spawn_checkpointer(
             let mut last_restart = Instant::now() - RESTART_AT_MOST_EVERY;
             let mut restart_busy = RESTART_BUSY_FIRST;
             let mut writeback = wal_writeback.then(|| Writeback::new(wal_path));
-            let tick = match writeback {
-                Some(_) => WRITEBACK_EVERY,
-                None => CHECKPOINT_EVERY,
-            };
+            // At writeback pace while the WAL is being written (its frame count moved between
+            // the last two checkpoints), else at checkpoint pace: an idle database's thread
+            // wakes four times a second, not a hundred. (Not from the file's length and
+            // modification time: a build that read them on every tick lost most of the p99 gain,
+            // measured in `bench/RESULTS.md`; why was not established.)
+            let mut writing = false;
+            let mut frames_before = -1;
             let mut last_checkpoint = Instant::now();
             while writer.strong_count() > 0 {
-                std::thread::sleep(tick);
+                std::thread::sleep(match writeback {
+                    Some(_) if writing => WRITEBACK_EVERY,
+                    _ => CHECKPOINT_EVERY,
+                });
                 if let Some(w) = &mut writeback
                     && let Err(error) = w.start()
                 {
@@ -118,6 +124,8 @@ pub(super) fn spawn_checkpointer(
                 // The frames in use, not the file's size: the file is cut back to the limit
                 // only when the WAL starts over, and stays that large while it is reused.
                 let frames = checkpoint("PASSIVE", Duration::ZERO).map_or(0, |(_, frames)| frames);
+                writing = frames != frames_before;
+                frames_before = frames;
                 let used = frames.saturating_mul(page_bytes + WAL_FRAME_HEADER) as u64;
                 // Each attempt holds writers back while it waits for readers: rarely, only past
                 // the limit, and first briefly; longer only after a short wait did not do.
