@@ -39,7 +39,7 @@ pub(super) fn open_log_writer(
     }
     // FULL: in WAL mode every commit syncs the WAL, so a committed event survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Checkpoints run on their own thread (see `checkpointer`), never inside a commit the acks
+    // Checkpoints run on their own thread (`checkpoint.rs`), never inside a commit the acks
     // wait for.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // Process-wide: every SQLite connection's caches together.
