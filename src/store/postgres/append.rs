@@ -210,9 +210,9 @@ async fn commit(
     Ok(plan.outcomes)
 }
 
-/// A connection of the committer (or the delivery pump) that goes back to the pool only after a clean end of its
-/// transaction; dropped any other way (an error, the deadline, a cancelled append) it is
-/// closed, which makes the server roll back whatever it had begun.
+/// A connection of the committer (or of the delivery pump) that goes back to the pool only after
+/// a clean end of its transaction; dropped any other way (an error, the deadline, a cancelled
+/// append) it is closed, which makes the server roll back whatever it had begun.
 pub(super) struct Checkout(pub(super) Option<Object>);
 
 impl Checkout {
