@@ -14,6 +14,8 @@
 //! | `zoomhook_sync_batch_seconds` | histogram | duration of one sync batch |
 //! | `zoomhook_sync_quarantined_total` | counter | log entries sync skipped because they could not be applied |
 //! | `zoomhook_sqlite_wal_bytes` | gauge | size of the SQLite WAL file (bounded by `sqlite_wal_limit`) |
+//! | `zoomhook_sqlite_wal_restarts_total` | counter | `file` (log, state), `outcome` (restarted, busy, failed) — WAL starts over past `sqlite_wal_limit` |
+//! | `zoomhook_sqlite_wal_restart_seconds` | histogram | `file` — how long one such restart held that database's writers back |
 //! | `zoomhook_deliveries_total` | counter | `subscription`, `outcome` (succeeded, retry, failed) |
 //! | `zoomhook_delivery_attempt_seconds` | histogram | duration of one attempt |
 //! | `zoomhook_delivery_queue_depth` | gauge | deliveries pending or being sent |
