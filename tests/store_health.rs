@@ -317,9 +317,10 @@ async fn the_sqlite_wal_stays_bounded_during_a_30s_flood() {
             restarted >= 1.0,
             "the {file} WAL restarted at least once past an {LIMIT}-byte limit:\n{metrics}"
         );
-        assert_eq!(
-            timed, attempts,
-            "every {file} restart attempt is timed:\n{metrics}"
+        // The count and the time are two updates; a restart may fall between them and the scrape.
+        assert!(
+            timed >= 1.0 && (attempts - timed).abs() <= 1.0,
+            "every {file} restart attempt is timed ({attempts} counted, {timed} timed):\n{metrics}"
         );
     }
     if let Ok(server) = Arc::try_unwrap(server) {

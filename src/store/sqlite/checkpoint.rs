@@ -53,9 +53,9 @@ const WRITEBACK_EVERY: Duration = Duration::from_millis(10);
 /// (`zoomhook_sqlite_wal_restarts_total`) and timed (`zoomhook_sqlite_wal_restart_seconds`: how
 /// long that database's writers were held back). One that finds frames committed since the
 /// PASSIVE checkpoint holds them for a sync of the database file as well: those frames must be
-/// durable in it before the WAL may be overwritten. Measured under load, 5–26 ms each, every ~1.3 s for
-/// the state database at 1,000 deliveries/s: the tail of the ingest→delivery delay
-/// (`bench/RESULTS.md`). The thread ends when the store is dropped.
+/// durable in it before the WAL may be overwritten. Measured under load: 5–26 ms each, every
+/// ~1.3 s for the state database at 1,000 deliveries/s, which is the tail of the
+/// ingest→delivery delay (`bench/RESULTS.md`). The thread ends when the store is dropped.
 ///
 /// With `wal_writeback` (a database whose commits do not sync its WAL: the state database), the
 /// thread also asks the kernel every [`WRITEBACK_EVERY`] to start writing the WAL's new pages
