@@ -297,22 +297,18 @@ async fn the_sqlite_wal_stays_bounded_during_a_30s_flood() {
     // the bound costs the writers (a sync of the database file each).
     let metrics = server.metrics_page().await;
     for file in ["log", "state"] {
-        let value = |prefix: String| -> f64 {
-            metrics
-                .lines()
-                .filter(|line| line.starts_with(&prefix))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
-        let restarted = value(format!(
-            "zoomhook_sqlite_wal_restarts_total{{file=\"{file}\",outcome=\"restarted\"}}"
-        ));
-        let attempts = value(format!(
-            "zoomhook_sqlite_wal_restarts_total{{file=\"{file}\""
-        ));
-        let timed = value(format!(
-            "zoomhook_sqlite_wal_restart_seconds_count{{file=\"{file}\"}}"
-        ));
+        let restarted = counter_total(
+            &metrics,
+            &format!("zoomhook_sqlite_wal_restarts_total{{file=\"{file}\",outcome=\"restarted\"}}"),
+        );
+        let attempts = counter_total(
+            &metrics,
+            &format!("zoomhook_sqlite_wal_restarts_total{{file=\"{file}\""),
+        );
+        let timed = counter_total(
+            &metrics,
+            &format!("zoomhook_sqlite_wal_restart_seconds_count{{file=\"{file}\"}}"),
+        );
         assert!(
             restarted >= 1.0,
             "the {file} WAL restarted at least once past an {LIMIT}-byte limit:\n{metrics}"
