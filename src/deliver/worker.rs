@@ -17,6 +17,9 @@
 //! Recording and refilling in one transaction is what makes the pump fast: the slots an outcome
 //! frees are refilled without a second round trip, and while one transaction runs the next
 //! outcomes gather, so under load each transaction carries many (the passes batch themselves).
+//! The passes are pipelined: when one ends, the next one's transaction begins before the
+//! deliveries just claimed are started, so the store records and claims on its thread while this
+//! one signs and sends (one transaction at a time still; measured in `bench/RESULTS.md`).
 //!
 //! Memory is bounded by the slots, never by the backlog: at most `max_in_flight` deliveries per
 //! subscription are held (with their bodies), and outcomes wait in a channel of that many.
@@ -203,67 +206,105 @@ pub async fn run(
             counted: None,
         },
         unsettled: Vec::new(),
+        settling: Vec::new(),
         done: done_tx,
         backoff: None,
         token_wait: false,
     };
+    // The pass whose transaction is running, if any: at most one at a time.
+    let mut pass: Option<PassFuture> = None;
     // A stop sender that is gone (its server dropped without stopping) means stop as well:
     // otherwise every `changed()` below would return at once and the loop would spin.
     while !stopping(&shutdown) {
-        let written = changed.has_changed().unwrap_or(false);
-        if written {
-            changed.borrow_and_update();
-            pump.look_everywhere();
-        }
-        match pump.subscriptions.refresh(&deliverer, written).await {
-            Some(true) => pump.prune_slots(),
-            Some(false) => {}
-            None => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    changed = shutdown.changed() => if changed.is_err() { break },
-                }
-                continue;
+        if pass.is_none() {
+            let written = changed.has_changed().unwrap_or(false);
+            if written {
+                changed.borrow_and_update();
+                pump.look_everywhere();
             }
-        }
-        while pump.unsettled.len() < MAX_SETTLE {
-            match done_rx.try_recv() {
-                Ok(finished) => pump.finished(finished),
-                Err(_) => break,
-            }
-        }
-        match pump.pass(&mut changed).await {
-            Some(claimed) => {
-                if claimed > 0 {
-                    tokio::task::yield_now().await;
+            match pump.subscriptions.refresh(&deliverer, written).await {
+                Some(true) => pump.prune_slots(),
+                Some(false) => {}
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        changed = shutdown.changed() => if changed.is_err() { break },
+                    }
                     continue;
                 }
             }
-            None => {
-                // The store failed: wait before trying again (the outcomes are kept).
-                let wait = pump.backoff.unwrap_or(Duration::from_millis(50));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    changed = shutdown.changed() => if changed.is_err() { break },
+            while pump.unsettled.len() < MAX_SETTLE {
+                match done_rx.try_recv() {
+                    Ok(finished) => pump.finished(finished),
+                    Err(_) => break,
                 }
-                continue;
             }
+            pass = pump.launch();
         }
-        // Wait for an outcome, new deliveries, a subscription write, the next due retry
-        // (polled), or shutdown.
+        // Wait for the pass's transaction; or, with none running, for an outcome, new
+        // deliveries, a subscription write, the next due retry (polled), or shutdown. Outcomes
+        // that arrive while a transaction runs wait in the channel for the next pass.
+        let idle = pass.is_none();
         tokio::select! {
-            Some(finished) = done_rx.recv() => pump.finished(finished),
+            (wanted, result) = running(&mut pass) => {
+                // The claimed deliveries are started, and the next pass's transaction begins
+                // (at the top of the loop) before they run: this thread sends while the
+                // store records and claims.
+                if !pump.finish(wanted, result, &mut changed).await {
+                    // The store failed: wait before trying again (the outcomes are kept).
+                    let wait = pump.backoff.unwrap_or(Duration::from_millis(50));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        changed = shutdown.changed() => if changed.is_err() { break },
+                    }
+                }
+            }
+            Some(finished) = done_rx.recv(), if idle => pump.finished(finished),
             _ = queued.notified() => pump.look_everywhere(),
             // `changed()` marks the write as seen, so force the re-read here.
             Ok(()) = changed.changed() => {
                 pump.subscriptions.refreshed = None;
                 pump.look_everywhere();
             }
-            _ = tokio::time::sleep(if pump.token_wait { TOKEN_POLL } else { POLL }) => pump.look_everywhere(),
+            _ = tokio::time::sleep(if pump.token_wait { TOKEN_POLL } else { POLL }), if idle => pump.look_everywhere(),
             changed = shutdown.changed() => if changed.is_err() { break },
         }
     }
+    // A transaction still running finishes first: its outcomes are recorded, and what it
+    // claimed is sent (and waited for below) rather than left to its lease.
+    if pass.is_some() {
+        let (wanted, result) = running(&mut pass).await;
+        pump.finish(wanted, result, &mut changed).await;
+    }
     pump.drain(done_rx).await;
+}
+
+/// The transaction of one pass: it records outcomes and claims, and gives back what was wanted
+/// with what the store claimed for it.
+type PassFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    Vec<Wanted>,
+                    Result<Vec<Vec<Claimed>>, crate::store::StoreError>,
+                ),
+            > + Send,
+    >,
+>;
+
+/// Waits for the running pass (and clears it); never completes while there is none.
+async fn running(
+    pass: &mut Option<PassFuture>,
+) -> (
+    Vec<Wanted>,
+    Result<Vec<Vec<Claimed>>, crate::store::StoreError>,
+) {
+    let Some(future) = pass.as_mut() else {
+        return std::future::pending().await;
+    };
+    let output = future.await;
+    *pass = None;
+    output
 }
 
 /// The pump's state (see the module documentation).
@@ -273,6 +314,8 @@ struct Pump {
     subscriptions: Subscriptions,
     /// Outcomes received and not yet recorded (kept across a failed transaction).
     unsettled: Vec<Completion>,
+    /// Outcomes being recorded by the running pass.
+    settling: Vec<Completion>,
     /// Where sends report their outcomes.
     done: mpsc::Sender<Finished>,
     /// The wait after a failed transaction, doubled by each failure in a row.
@@ -369,54 +412,67 @@ impl Pump {
         wanted
     }
 
-    /// Records the unsettled outcomes and claims what may start now, in one transaction, and
-    /// starts the claimed deliveries. How many were claimed; `None` if the store failed.
-    async fn pass(&mut self, changed: &mut watch::Receiver<u64>) -> Option<usize> {
+    /// Begins a pass: the transaction that records the unsettled outcomes and claims what may
+    /// start now. `None` when there is nothing to record or claim.
+    fn launch(&mut self) -> Option<PassFuture> {
         let now = now_millis();
         let wanted = self.wanted(now);
         if self.unsettled.is_empty() && wanted.is_empty() {
-            return Some(0);
+            return None;
         }
-        let requests: Vec<ClaimRequest<'_>> = wanted
-            .iter()
-            .map(|w| ClaimRequest {
-                subscription_id: &w.sub.stored.id,
-                entity_order: w.sub.ordering == Ordering::Entity,
-                limit: w.limit,
-                max_in_flight: w.sub.stored.max_in_flight,
-                rate_limit: w.sub.stored.rate_limit,
-                now,
-                lease_until: w.lease_until,
-            })
-            .collect();
-        let result = self
-            .deliverer
-            .store
-            .settle_and_claim(self.unsettled.clone(), &requests, now)
-            .await;
-        drop(requests);
+        self.settling = std::mem::take(&mut self.unsettled);
+        let completions = self.settling.clone();
+        let store = Arc::clone(&self.deliverer.store);
+        Some(Box::pin(async move {
+            let requests: Vec<ClaimRequest<'_>> = wanted
+                .iter()
+                .map(|w| ClaimRequest {
+                    subscription_id: &w.sub.stored.id,
+                    entity_order: w.sub.ordering == Ordering::Entity,
+                    limit: w.limit,
+                    max_in_flight: w.sub.stored.max_in_flight,
+                    rate_limit: w.sub.stored.rate_limit,
+                    now,
+                    lease_until: w.lease_until,
+                })
+                .collect();
+            let result = store.settle_and_claim(completions, &requests, now).await;
+            drop(requests);
+            (wanted, result)
+        }))
+    }
+
+    /// Ends a pass: frees the slots of the outcomes it recorded and starts what it claimed; or,
+    /// if the store failed, keeps the outcomes for the next pass. Whether the store succeeded.
+    async fn finish(
+        &mut self,
+        wanted: Vec<Wanted>,
+        result: Result<Vec<Vec<Claimed>>, crate::store::StoreError>,
+        changed: &mut watch::Receiver<u64>,
+    ) -> bool {
         let claimed = match result {
             Ok(claimed) => claimed,
             Err(error) => {
-                tracing::warn!(%error, outcomes = self.unsettled.len(), "cannot record delivery outcomes and claim; retrying");
+                let mut kept = std::mem::take(&mut self.settling);
+                tracing::warn!(%error, outcomes = kept.len(), "cannot record delivery outcomes and claim; retrying");
+                kept.append(&mut self.unsettled);
+                self.unsettled = kept;
                 let next = self.backoff.map_or(Duration::from_millis(50), |b| b * 2);
                 self.backoff = Some(next.min(Duration::from_secs(5)));
-                return None;
+                return false;
             }
         };
         self.backoff = None;
         self.settled();
-        let mut total = 0;
         for (w, claimed) in wanted.into_iter().zip(claimed) {
-            total += claimed.len();
             self.start(w, claimed, changed).await;
         }
-        Some(total)
+        true
     }
 
     /// Frees the slots of the outcomes just recorded.
     fn settled(&mut self) {
-        for completion in self.unsettled.drain(..) {
+        for completion in self.settling.drain(..) {
             if let Some(slot) = self.slots.get_mut(&completion.subscription_id) {
                 slot.in_flight -= 1;
             }
@@ -513,14 +569,16 @@ impl Pump {
         }
         let mut backoff = Duration::from_millis(50);
         while !self.unsettled.is_empty() && tokio::time::Instant::now() < deadline {
+            self.settling = std::mem::take(&mut self.unsettled);
             match self
                 .deliverer
                 .store
-                .complete(self.unsettled.clone(), now_millis())
+                .complete(self.settling.clone(), now_millis())
                 .await
             {
                 Ok(()) => self.settled(),
                 Err(error) => {
+                    self.unsettled = std::mem::take(&mut self.settling);
                     tracing::warn!(%error, "cannot record delivery outcomes at shutdown; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
