@@ -490,27 +490,29 @@ pub(crate) const LIST_ATTEMPTS: &str =
     "SELECT delivery_id, attempt, started_at, duration_ms, status_code, response_excerpt, error
     FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt";
 
-/// Candidates for a claim: due, and with entity ordering only the oldest open delivery of each
-/// entity. Written so that the partial index `deliveries_due` serves it in order and the `LIMIT`
-/// stops the scan early (a delivery being sent keeps the `next_attempt_at` it was due at). `$1` subscription, `$2` now, `$3` entity ordering (0/1), `$4` limit.
-pub(crate) fn claim_candidates_sql(skip_locked: bool) -> String {
+/// Whether the delivery `d` may be sent now under entity ordering (`$3`, 0/1): without it, or
+/// when no older delivery of its entity is still open. Served by `deliveries_order`.
+pub(crate) const IN_ENTITY_ORDER: &str =
+    "(CAST($3 AS BIGINT) = 0 OR d.order_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries e
+                WHERE e.subscription_id = d.subscription_id AND e.order_key = d.order_key
+                  AND e.event_seq < d.event_seq AND e.status IN ('pending', 'delivering')))";
+
+/// Candidates for a claim on PostgreSQL, locked: due (pending, or being sent under a lease that
+/// ran out), and with entity ordering only the oldest open delivery of each entity. Written so
+/// that the partial index `deliveries_due` serves it in order and the `LIMIT` stops the scan
+/// early (a delivery being sent keeps the `next_attempt_at` it was due at). `$1` subscription,
+/// `$2` now, `$3` entity ordering (0/1), `$4` limit. (SQLite's is `sqlite::deliveries`'s own.)
+pub(crate) fn claim_candidates_sql() -> String {
     format!(
         "SELECT d.id FROM deliveries d
          WHERE d.subscription_id = $1
            AND d.status IN ('pending', 'delivering')
            AND d.next_attempt_at <= $2
            AND (d.status = 'pending' OR d.locked_until < $2)
-           AND (CAST($3 AS BIGINT) = 0 OR d.order_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM deliveries e
-                WHERE e.subscription_id = d.subscription_id AND e.order_key = d.order_key
-                  AND e.event_seq < d.event_seq AND e.status IN ('pending', 'delivering')))
+           AND {IN_ENTITY_ORDER}
          ORDER BY d.next_attempt_at
-         LIMIT $4{}",
-        if skip_locked {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        }
+         LIMIT $4 FOR UPDATE SKIP LOCKED"
     )
 }
 

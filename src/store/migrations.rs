@@ -116,6 +116,11 @@ pub const SQLITE_STATE: &[Migration] = &[
         name: "delivery_order_key",
         sql: include_str!("../../migrations/sqlite/state_0011_delivery_order_key.sql"),
     },
+    Migration {
+        version: 12,
+        name: "delivery_pending_index",
+        sql: include_str!("../../migrations/sqlite/state_0012_delivery_pending_index.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.

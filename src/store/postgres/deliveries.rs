@@ -123,7 +123,7 @@ static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          SELECT {DELIVERY_COLUMNS}, e.event_ts, e.body
          FROM marked d JOIN events e ON e.seq = d.event_seq
          ORDER BY d.event_seq",
-        claim_candidates_sql(true)
+        claim_candidates_sql()
     )
 });
 

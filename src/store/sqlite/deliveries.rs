@@ -104,6 +104,39 @@ fn subscription_params(s: &Subscription) -> [rusqlite::types::Value; 24] {
     ]
 }
 
+/// Candidates for a claim: the due deliveries waiting to be sent (from `deliveries_pending`) and
+/// those being sent under a lease that ran out (from `deliveries_in_flight`), oldest due first,
+/// and with entity ordering only the oldest open delivery of each entity. Each part is a range
+/// of its partial index that the `LIMIT` stops early; neither walks past deliveries being sent
+/// (the claim ran at every pass, and walked past up to `max_in_flight` of them, each a lookup of
+/// its row). `?1` subscription, `?2` now, `?3` entity ordering (0/1), `?4` limit.
+static CLAIM_CANDIDATES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    q(&format!(
+        "SELECT id FROM (
+            SELECT id, next_attempt_at FROM (
+                SELECT d.id, d.next_attempt_at FROM deliveries d
+                WHERE d.subscription_id = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
+                  AND {IN_ENTITY_ORDER}
+                ORDER BY d.next_attempt_at LIMIT $4)
+            UNION ALL
+            SELECT id, next_attempt_at FROM (
+                SELECT d.id, d.next_attempt_at FROM deliveries d
+                WHERE d.subscription_id = $1 AND d.status = 'delivering' AND d.locked_until < $2
+                  AND d.next_attempt_at <= $2 AND {IN_ENTITY_ORDER}
+                LIMIT $4))
+         ORDER BY next_attempt_at LIMIT $4"
+    ))
+});
+
+/// The open deliveries and the oldest one's creation, counted through the two partial indexes
+/// that hold them (a scan of `deliveries` would read every finished delivery kept as well).
+const OPEN_DELIVERY_STATS: &str = "SELECT COALESCE(SUM(n), 0), MIN(oldest) FROM (
+        SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries INDEXED BY deliveries_pending
+        WHERE status = 'pending'
+        UNION ALL
+        SELECT COUNT(*), MIN(created_at) FROM deliveries INDEXED BY deliveries_in_flight
+        WHERE status = 'delivering')";
+
 /// A [`ClaimRequest`] the blocking pool can own.
 struct OwnedClaim {
     subscription_id: String,
@@ -153,7 +186,7 @@ fn claim_in(tx: &rusqlite::Transaction<'_>, r: &OwnedClaim) -> Result<Vec<Claime
         return Ok(Vec::new());
     }
     let ids: Vec<String> = {
-        let mut stmt = tx.prepare_cached(&q(&claim_candidates_sql(false)))?;
+        let mut stmt = tx.prepare_cached(&CLAIM_CANDIDATES)?;
         let rows = stmt.query_map(params![sub, now, i64::from(r.entity_order), limit], |row| {
             row.get(0)
         })?;
@@ -560,7 +593,7 @@ impl DeliveryStore for SqliteStore {
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         self.with_reader(|conn| {
-            Ok(conn.query_row(&q(QUEUE_STATS), [], |r| {
+            Ok(conn.query_row(OPEN_DELIVERY_STATS, [], |r| {
                 Ok(QueueStats {
                     depth: r.get(0)?,
                     oldest_pending: r.get(1)?,
@@ -609,5 +642,77 @@ impl DeliveryStore for SqliteStore {
             Ok(ids.len() as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::sqlite::open;
+
+    /// What SQLite plans for `sql`: the detail column of `EXPLAIN QUERY PLAN`, one line per step.
+    fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("plan");
+        let rows = stmt
+            .query_map(params!["sub_1", 0, 1, 10], |r| r.get::<_, String>(3))
+            .expect("rows");
+        rows.collect::<Result<Vec<_>, _>>()
+            .expect("rows")
+            .join("\n")
+    }
+
+    /// The claim and the queue gauges read only the open deliveries, through their partial
+    /// indexes: a plan that scanned `deliveries` would read every delivery kept until purged,
+    /// and one that took an index of every open delivery would walk past those being sent.
+    #[test]
+    fn the_claim_and_the_queue_stats_read_only_open_deliveries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("z.db");
+        let _log = open::open_log_writer(&log_path, Duration::from_secs(1), 1 << 26).expect("log");
+        let state = open::open_state_writer(
+            &open::state_path(&log_path),
+            &log_path,
+            Duration::from_secs(1),
+            1 << 26,
+        )
+        .expect("state");
+        let claim = plan(&state, &CLAIM_CANDIDATES);
+        assert!(
+            claim.contains(
+                "USING INDEX deliveries_pending (subscription_id=? AND next_attempt_at<?)"
+            ),
+            "{claim}"
+        );
+        assert!(
+            claim.contains(
+                "USING INDEX deliveries_in_flight (subscription_id=? AND locked_until<?)"
+            ),
+            "{claim}"
+        );
+        assert!(
+            claim.contains("USING INDEX deliveries_order"),
+            "the entity check: {claim}"
+        );
+        let stats = state
+            .prepare(&format!("EXPLAIN QUERY PLAN {OPEN_DELIVERY_STATS}"))
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(3))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("plan")
+            .join("\n");
+        assert!(stats.contains("deliveries_pending"), "{stats}");
+        assert!(stats.contains("deliveries_in_flight"), "{stats}");
+        for line in claim.lines().chain(stats.lines()) {
+            assert!(
+                !(line.contains("SCAN d") || line.contains("SCAN deliveries"))
+                    || line.contains("INDEX"),
+                "a scan of the whole table: {line}"
+            );
+        }
     }
 }
