@@ -60,6 +60,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 const REFRESH: Duration = Duration::from_secs(1);
 /// How often an idle pump looks for retries that have become due.
 const POLL: Duration = Duration::from_millis(200);
+/// How long shutdown waits for the running transaction, and then for the sends in flight.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 /// How soon the pump looks again when a subscription waits only for its rate limit's tokens,
 /// which refill with time, not with events.
 const TOKEN_POLL: Duration = Duration::from_millis(5);
@@ -242,8 +244,11 @@ pub async fn run(
             pass = pump.launch();
         }
         // Wait for the pass's transaction; or, with none running, for an outcome, new
-        // deliveries, a subscription write, the next due retry (polled), or shutdown. Outcomes
-        // that arrive while a transaction runs wait in the channel for the next pass.
+        // deliveries, a subscription write, the next due retry (polled), or shutdown. What
+        // arrives while a transaction runs waits for it to end: outcomes in the channel, a
+        // wake-up as the `Notify`'s permit (taken now, it would be overwritten by the claim's
+        // own verdict on `look`), and a subscription write as unseen, so that `start` re-reads
+        // the subscription before sending what the transaction claimed.
         let idle = pass.is_none();
         tokio::select! {
             (wanted, result) = running(&mut pass) => {
@@ -260,9 +265,9 @@ pub async fn run(
                 }
             }
             Some(finished) = done_rx.recv(), if idle => pump.finished(finished),
-            _ = queued.notified() => pump.look_everywhere(),
+            _ = queued.notified(), if idle => pump.look_everywhere(),
             // `changed()` marks the write as seen, so force the re-read here.
-            Ok(()) = changed.changed() => {
+            Ok(()) = changed.changed(), if idle => {
                 pump.subscriptions.refreshed = None;
                 pump.look_everywhere();
             }
@@ -270,11 +275,20 @@ pub async fn run(
             changed = shutdown.changed() => if changed.is_err() { break },
         }
     }
-    // A transaction still running finishes first: its outcomes are recorded, and what it
-    // claimed is sent (and waited for below) rather than left to its lease.
+    // A transaction still running finishes first (within the shutdown's bound): its outcomes
+    // are recorded, and what it claimed is sent (and waited for below) rather than left to its
+    // lease. One that does not finish in time leaves both to the leases: sent again later.
     if pass.is_some() {
-        let (wanted, result) = running(&mut pass).await;
-        pump.finish(wanted, result, &mut changed).await;
+        match tokio::time::timeout(SHUTDOWN_WAIT, running(&mut pass)).await {
+            Ok((wanted, result)) => {
+                pump.finish(wanted, result, &mut changed).await;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the last delivery transaction did not end in time; its deliveries are sent again after their leases"
+                );
+            }
+        }
     }
     pump.drain(done_rx).await;
 }
@@ -555,7 +569,7 @@ impl Pump {
     /// At shutdown: records the outcomes of the deliveries still being sent (for up to 15 s);
     /// anything cut off keeps its lease and is taken up again after it expires.
     async fn drain(mut self, mut done_rx: mpsc::Receiver<Finished>) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
         let mut in_flight: i64 = self.slots.values().map(|s| s.in_flight).sum();
         in_flight -= self.unsettled.len() as i64;
         while in_flight > 0 {
