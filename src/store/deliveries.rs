@@ -427,7 +427,7 @@ pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, subscripti
     ON CONFLICT (subscription_id, event_seq) DO NOTHING";
 
 /// Sets or clears the ordering key of a subscription's open deliveries after its ordering
-/// changed: `$1` subscription id, `$2` its ordering now.
+/// changed: `$1` subscription id, `$2` its ordering now. (PostgreSQL; SQLite runs it per status.)
 pub(crate) const REKEY_OPEN_DELIVERIES: &str =
     "UPDATE deliveries SET order_key = CASE WHEN CAST($2 AS TEXT) = 'entity' THEN entity END
     WHERE subscription_id = $1 AND status IN ('pending', 'delivering')";
@@ -473,6 +473,8 @@ pub(crate) const DISABLE_FAILING: &str =
     "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3, revision = revision + 1
     WHERE id = $1 AND enabled = 1 AND failing_since IS NOT NULL AND failing_since <= $4";
 
+/// The open deliveries and the oldest one's creation (PostgreSQL; SQLite counts through its
+/// partial indexes instead).
 pub(crate) const QUEUE_STATS: &str =
     "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status IN ('pending', 'delivering')";
 

@@ -123,10 +123,20 @@ static CLAIM_CANDIDATES: std::sync::LazyLock<String> = std::sync::LazyLock::new(
                 SELECT d.id, d.next_attempt_at FROM deliveries d
                 WHERE d.subscription_id = $1 AND d.status = 'delivering' AND d.locked_until < $2
                   AND d.next_attempt_at <= $2 AND {IN_ENTITY_ORDER}
-                LIMIT $4))
+                ORDER BY d.next_attempt_at LIMIT $4))
          ORDER BY next_attempt_at LIMIT $4"
     ))
 });
+
+/// [`REKEY_OPEN_DELIVERIES`] as one statement per open status, each a range of the partial
+/// index that holds that status (`status IN (…)` would walk every delivery the subscription
+/// has, finished ones included). `?1` subscription id, `?2` its ordering now.
+const REKEY_OPEN: [&str; 2] = [
+    "UPDATE deliveries SET order_key = CASE WHEN CAST(?2 AS TEXT) = 'entity' THEN entity END
+     WHERE subscription_id = ?1 AND status = 'pending'",
+    "UPDATE deliveries SET order_key = CASE WHEN CAST(?2 AS TEXT) = 'entity' THEN entity END
+     WHERE subscription_id = ?1 AND status = 'delivering'",
+];
 
 /// The open deliveries and the oldest one's creation, counted through the two partial indexes
 /// that hold them (a scan of `deliveries` would read every finished delivery kept as well).
@@ -304,7 +314,9 @@ impl DeliveryStore for SqliteStore {
                 return Ok(false);
             }
             if before.as_deref() != Some(ordering.as_str()) {
-                tx.execute(&q(REKEY_OPEN_DELIVERIES), params![id, ordering])?;
+                for rekey in REKEY_OPEN {
+                    tx.execute(rekey, params![id, ordering])?;
+                }
             }
             tx.commit()?;
             Ok(true)
@@ -705,6 +717,23 @@ mod tests {
             })
             .expect("plan")
             .join("\n");
+        for (rekey, index) in REKEY_OPEN
+            .iter()
+            .zip(["deliveries_pending", "deliveries_in_flight"])
+        {
+            let rekey = state
+                .prepare(&format!("EXPLAIN QUERY PLAN {rekey}"))
+                .and_then(|mut s| {
+                    s.query_map(params!["sub_1", "entity"], |r| r.get::<_, String>(3))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .expect("plan")
+                .join("\n");
+            assert!(
+                rekey.contains(&format!("USING INDEX {index} (subscription_id=?)")),
+                "{rekey}"
+            );
+        }
         assert!(stats.contains("deliveries_pending"), "{stats}");
         assert!(stats.contains("deliveries_in_flight"), "{stats}");
         for line in claim.lines().chain(stats.lines()) {
