@@ -18,6 +18,7 @@ both_backends!(
     group_commit_shares_transactions_under_concurrency,
     admin_tokens_are_found_by_hash,
     reopening_keeps_everything_and_migrations_are_idempotent,
+    a_database_migrated_by_a_newer_build_is_refused,
 );
 
 async fn append_assigns_consecutive_seqs_and_keeps_bytes(db: TestDb) {
@@ -306,6 +307,69 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent(db: TestDb) {
         "dedupe keys survive a restart"
     );
     store.ping().await.unwrap();
+}
+
+/// Records a migration no build has in the database file `path` (SQLite).
+fn record_future_migration(path: &std::path::Path, present: bool) {
+    let conn = rusqlite::Connection::open(path).expect("open the file");
+    let sql = if present {
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from_a_newer_build', 0)"
+    } else {
+        "DELETE FROM schema_migrations WHERE version = 9999"
+    };
+    conn.execute(sql, []).expect("schema_migrations");
+}
+
+/// What opening `db` says now: the error's text, which must be the newer-schema refusal.
+async fn refusal(db: &TestDb) -> String {
+    let error = zoomhook::store::open(&db.url, &Default::default())
+        .await
+        .err()
+        .expect("a database a newer build migrated is refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("schema version 9999") && text.contains("newer zoomhook"),
+        "{text}"
+    );
+    text
+}
+
+async fn a_database_migrated_by_a_newer_build_is_refused(db: TestDb) {
+    drop(db.open_store().await);
+    match db.sqlite_path() {
+        Some(log) => {
+            // Each of the two files is checked against its own migrations.
+            record_future_migration(&log, true);
+            refusal(&db).await;
+            record_future_migration(&log, false);
+            let state = log.with_file_name("zoomhook.state.db");
+            record_future_migration(&state, true);
+            refusal(&db).await;
+            record_future_migration(&state, false);
+        }
+        None => {
+            let name = db.pg_name().expect("a PostgreSQL database");
+            let (client, connection) =
+                tokio_postgres::connect(&format!("{}/{name}", pg_base()), tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+            tokio::spawn(connection);
+            client
+                .batch_execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from_a_newer_build', 0)",
+                )
+                .await
+                .expect("insert");
+            refusal(&db).await;
+            client
+                .batch_execute("DELETE FROM schema_migrations WHERE version = 9999")
+                .await
+                .expect("delete");
+        }
+    }
+    // Without the newer migration, the same database opens as before.
+    let store = db.open_store().await;
+    store.ping().await.expect("ping");
 }
 
 #[tokio::test]

@@ -10,6 +10,26 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// Refuses a database whose newest applied migration (`applied`) is past every one this build
+/// knows (`known`, the newest of the lists that file can have): a newer build migrated it, and
+/// this one would run against a schema it was not written for — silently slower (an index it
+/// relies on replaced) or wrong.
+pub fn refuse_newer(applied: Option<i64>, known: i64) -> Result<(), crate::store::StoreError> {
+    match applied {
+        Some(found) if found > known => Err(crate::store::StoreError::NewerSchema { found, known }),
+        _ => Ok(()),
+    }
+}
+
+/// The newest version among `lists`.
+pub fn newest(lists: &[&[Migration]]) -> i64 {
+    lists
+        .iter()
+        .flat_map(|list| list.iter().map(|m| m.version))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Migrations of the SQLite log file, oldest first (then [`SQLITE_SPLIT`]).
 pub const SQLITE: &[Migration] = &[
     Migration {

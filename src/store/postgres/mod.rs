@@ -128,6 +128,18 @@ impl PgStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
+        // Under the migration lock, like the migrations: instances starting together must not
+        // both create the table.
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await?;
+        tx.batch_execute(migrations::CREATE_TABLE).await?;
+        let applied: Option<i64> = tx
+            .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+            .await?
+            .get(0);
+        tx.commit().await?;
+        migrations::refuse_newer(applied, migrations::newest(&[migrations::POSTGRES]))?;
         for m in migrations::POSTGRES {
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])

@@ -47,6 +47,10 @@ pub(super) fn open_log_writer(
     // When the WAL starts over, its file is cut back to the limit.
     conn.pragma_update(None, "journal_size_limit", wal_limit as i64)?;
     conn.pragma_update(None, "cache_size", -LOG_CACHE_KIB)?;
+    refuse_newer(
+        &conn,
+        migrations::newest(&[migrations::SQLITE, migrations::SQLITE_SPLIT]),
+    )?;
     apply_migrations(&mut conn, migrations::SQLITE)?;
     Ok(conn)
 }
@@ -146,6 +150,7 @@ pub(super) fn open_state_writer(
     conn.pragma_update(Some("main"), "wal_autocheckpoint", 0)?;
     conn.pragma_update(Some("main"), "journal_size_limit", wal_limit as i64)?;
     conn.pragma_update(Some("main"), "cache_size", -STATE_CACHE_KIB)?;
+    refuse_newer(&conn, migrations::newest(&[migrations::SQLITE_STATE]))?;
     apply_migrations(&mut conn, migrations::SQLITE_STATE)?;
     Ok(conn)
 }
@@ -197,6 +202,16 @@ const READER_CACHE_KIB: i64 = 1024;
 /// Page cache of the log's writer, in KiB: it only appends, so it touches the last pages of the
 /// table and of the id index; a large cache would only hold bodies it never reads again.
 const LOG_CACHE_KIB: i64 = 2 * 1024;
+/// Refuses a database (the connection's `main`) that a newer build migrated past `known`.
+fn refuse_newer(conn: &Connection, known: i64) -> Result<(), StoreError> {
+    conn.execute(migrations::CREATE_TABLE, [])?;
+    let applied: Option<i64> =
+        conn.query_row("SELECT MAX(version) FROM main.schema_migrations", [], |r| {
+            r.get(0)
+        })?;
+    migrations::refuse_newer(applied, known)
+}
+
 pub(super) fn apply_migrations(conn: &mut Connection, all: &[Migration]) -> Result<(), StoreError> {
     conn.execute(migrations::CREATE_TABLE, [])?;
     for m in all {
