@@ -664,13 +664,14 @@ mod tests {
     use super::*;
     use crate::store::sqlite::open;
 
-    /// What SQLite plans for `sql`: the detail column of `EXPLAIN QUERY PLAN`, one line per step.
-    fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
+    /// What SQLite plans for `sql` with `values`: the detail column of `EXPLAIN QUERY PLAN`, one
+    /// line per step.
+    fn plan(conn: &rusqlite::Connection, sql: &str, values: impl rusqlite::Params) -> String {
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("plan");
         let rows = stmt
-            .query_map(params!["sub_1", 0, 1, 10], |r| r.get::<_, String>(3))
+            .query_map(values, |r| r.get::<_, String>(3))
             .expect("rows");
         rows.collect::<Result<Vec<_>, _>>()
             .expect("rows")
@@ -692,7 +693,7 @@ mod tests {
             1 << 26,
         )
         .expect("state");
-        let claim = plan(&state, &CLAIM_CANDIDATES);
+        let claim = plan(&state, &CLAIM_CANDIDATES, params!["sub_1", 0, 1, 10]);
         assert!(
             claim.contains(
                 "USING INDEX deliveries_pending (subscription_id=? AND next_attempt_at<?)"
@@ -709,26 +710,12 @@ mod tests {
             claim.contains("USING INDEX deliveries_order"),
             "the entity check: {claim}"
         );
-        let stats = state
-            .prepare(&format!("EXPLAIN QUERY PLAN {OPEN_DELIVERY_STATS}"))
-            .and_then(|mut s| {
-                s.query_map([], |r| r.get::<_, String>(3))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .expect("plan")
-            .join("\n");
+        let stats = plan(&state, OPEN_DELIVERY_STATS, []);
         for (rekey, index) in REKEY_OPEN
             .iter()
             .zip(["deliveries_pending", "deliveries_in_flight"])
         {
-            let rekey = state
-                .prepare(&format!("EXPLAIN QUERY PLAN {rekey}"))
-                .and_then(|mut s| {
-                    s.query_map(params!["sub_1", "entity"], |r| r.get::<_, String>(3))?
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .expect("plan")
-                .join("\n");
+            let rekey = plan(&state, rekey, params!["sub_1", "entity"]);
             assert!(
                 rekey.contains(&format!("USING INDEX {index} (subscription_id=?)")),
                 "{rekey}"
