@@ -338,14 +338,24 @@ async fn a_database_migrated_by_a_newer_build_is_refused(db: TestDb) {
     drop(db.open_store().await);
     match db.sqlite_path() {
         Some(log) => {
-            // Each of the two files is checked against its own migrations.
+            // Each of the two files is checked against its own migrations, and named.
             record_future_migration(&log, true);
-            refusal(&db).await;
+            assert!(refusal(&db).await.contains("SQLite log file"));
             record_future_migration(&log, false);
             let state = log.with_file_name("zoomhook.state.db");
             record_future_migration(&state, true);
-            refusal(&db).await;
+            assert!(refusal(&db).await.contains("SQLite state database"));
             record_future_migration(&state, false);
+            // A log file from the builds that ran migration 10 on the log (it moved to the state
+            // database since) is not from a newer build.
+            rusqlite::Connection::open(&log)
+                .and_then(|c| {
+                    c.execute(
+                        "INSERT OR IGNORE INTO schema_migrations (version, name, applied_at) VALUES (10, 'subscription_body_format', 0)",
+                        [],
+                    )
+                })
+                .expect("record migration 10 in the log");
         }
         None => {
             let name = db.pg_name().expect("a PostgreSQL database");
@@ -360,7 +370,7 @@ async fn a_database_migrated_by_a_newer_build_is_refused(db: TestDb) {
                 )
                 .await
                 .expect("insert");
-            refusal(&db).await;
+            assert!(refusal(&db).await.contains("PostgreSQL database"));
             client
                 .batch_execute("DELETE FROM schema_migrations WHERE version = 9999")
                 .await

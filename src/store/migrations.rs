@@ -14,9 +14,18 @@ pub struct Migration {
 /// knows (`known`, the newest of the lists that file can have): a newer build migrated it, and
 /// this one would run against a schema it was not written for — silently slower (an index it
 /// relies on replaced) or wrong.
-pub fn refuse_newer(applied: Option<i64>, known: i64) -> Result<(), crate::store::StoreError> {
+/// `database` names it in the error.
+pub fn refuse_newer(
+    database: &str,
+    applied: Option<i64>,
+    known: i64,
+) -> Result<(), crate::store::StoreError> {
     match applied {
-        Some(found) if found > known => Err(crate::store::StoreError::NewerSchema { found, known }),
+        Some(found) if found > known => Err(crate::store::StoreError::NewerSchema {
+            database: database.to_owned(),
+            found,
+            known,
+        }),
         _ => Ok(()),
     }
 }
@@ -73,6 +82,14 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0008_rate_buckets.sql"),
     },
 ];
+
+/// Versions a SQLite log file may hold from builds before they moved to the state database: 10
+/// (`subscription_body_format`, a log migration until `276adb4`). Known, so never "newer".
+pub const SQLITE_LOG_RETIRED: &[Migration] = &[Migration {
+    version: 10,
+    name: "subscription_body_format",
+    sql: "",
+}];
 
 /// The SQLite log migration that moves derived state out of the log file; it runs only after
 /// the state database has adopted those tables (see `store/sqlite/state.rs`).

@@ -193,9 +193,13 @@ pub enum StoreError {
     #[error("migration {version} failed: {reason}")]
     Migration { version: i64, reason: String },
     #[error(
-        "the database is at schema version {found}, which a newer zoomhook migrated it to; this build knows versions up to {known}. Run the newer version, or restore a backup taken before the upgrade"
+        "{database} is at schema version {found}, which a newer zoomhook migrated it to; this build knows versions up to {known}. Run the newer version, or restore a backup taken before the upgrade"
     )]
-    NewerSchema { found: i64, known: i64 },
+    NewerSchema {
+        database: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -139,7 +139,11 @@ impl PgStore {
             .await?
             .get(0);
         tx.commit().await?;
-        migrations::refuse_newer(applied, migrations::newest(&[migrations::POSTGRES]))?;
+        migrations::refuse_newer(
+            "the PostgreSQL database",
+            applied,
+            migrations::newest(&[migrations::POSTGRES]),
+        )?;
         for m in migrations::POSTGRES {
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])

@@ -49,7 +49,12 @@ pub(super) fn open_log_writer(
     conn.pragma_update(None, "cache_size", -LOG_CACHE_KIB)?;
     refuse_newer(
         &conn,
-        migrations::newest(&[migrations::SQLITE, migrations::SQLITE_SPLIT]),
+        &format!("the SQLite log file {}", path.display()),
+        migrations::newest(&[
+            migrations::SQLITE,
+            migrations::SQLITE_SPLIT,
+            migrations::SQLITE_LOG_RETIRED,
+        ]),
     )?;
     apply_migrations(&mut conn, migrations::SQLITE)?;
     Ok(conn)
@@ -150,7 +155,11 @@ pub(super) fn open_state_writer(
     conn.pragma_update(Some("main"), "wal_autocheckpoint", 0)?;
     conn.pragma_update(Some("main"), "journal_size_limit", wal_limit as i64)?;
     conn.pragma_update(Some("main"), "cache_size", -STATE_CACHE_KIB)?;
-    refuse_newer(&conn, migrations::newest(&[migrations::SQLITE_STATE]))?;
+    refuse_newer(
+        &conn,
+        &format!("the SQLite state database {}", state.display()),
+        migrations::newest(&[migrations::SQLITE_STATE]),
+    )?;
     apply_migrations(&mut conn, migrations::SQLITE_STATE)?;
     Ok(conn)
 }
@@ -203,13 +212,13 @@ const READER_CACHE_KIB: i64 = 1024;
 /// table and of the id index; a large cache would only hold bodies it never reads again.
 const LOG_CACHE_KIB: i64 = 2 * 1024;
 /// Refuses a database (the connection's `main`) that a newer build migrated past `known`.
-fn refuse_newer(conn: &Connection, known: i64) -> Result<(), StoreError> {
+fn refuse_newer(conn: &Connection, database: &str, known: i64) -> Result<(), StoreError> {
     conn.execute(migrations::CREATE_TABLE, [])?;
     let applied: Option<i64> =
         conn.query_row("SELECT MAX(version) FROM main.schema_migrations", [], |r| {
             r.get(0)
         })?;
-    migrations::refuse_newer(applied, known)
+    migrations::refuse_newer(database, applied, known)
 }
 
 pub(super) fn apply_migrations(conn: &mut Connection, all: &[Migration]) -> Result<(), StoreError> {
