@@ -1,7 +1,7 @@
 //! The driver of `bench/deliver`.
 //!
 //! 1. **Sink capacity** (the baseline): a bare hyper sink in this process, driven directly by 64
-//!    concurrent keep-alive clients for 5 s; measured again after the drain, because on a shared
+//!    concurrent keep-alive clients for 5 s; measured again at the end, because on a shared
 //!    VM it can swing by half within minutes. `ratio` is against the mean of the two,
 //!    `ratio_range` against the higher and the lower.
 //! 2. **Backlog drain**: a fresh SQLite log pre-filled with `EVENTS` events fanned out to one
@@ -255,6 +255,9 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
+    if listen.is_empty() {
+        anyhow::bail!("`{bin} serve` exited before listening (its stderr ended)");
+    }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let started = Instant::now();
     while sink.received.load(Ordering::Relaxed) - before < events as u64
@@ -266,9 +269,6 @@ async fn main() -> anyhow::Result<()> {
     let delivered = sink.received.load(Ordering::Relaxed) - before;
     let drain_rss = peak_rss_mib(pid);
     eprintln!("drained {delivered} in {drain_secs:.1}s, peak RSS {drain_rss:.1} MiB");
-    let sink_after = sink_capacity(&client, &base, &sink).await?;
-    eprintln!("sink capacity after the drain: {sink_after:.0} req/s");
-    let sink_rate = (sink_before + sink_after) / 2.0;
     let drain_rate = delivered as f64 / drain_secs;
 
     // 3. Ingest → delivery delay at 1,000 events/s.
@@ -300,6 +300,10 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(-1)
     };
     let _ = child.kill().await;
+    // Measured as the first one was: with no server running.
+    let sink_after = sink_capacity(&client, &base, &sink).await?;
+    eprintln!("sink capacity at the end: {sink_after:.0} req/s");
+    let sink_rate = (sink_before + sink_after) / 2.0;
     std::fs::remove_dir_all(&dir).ok();
     if let Some((base, name)) = &pg {
         pg_admin(base)
