@@ -358,12 +358,7 @@ async fn a_database_migrated_by_a_newer_build_is_refused(db: TestDb) {
                 .expect("record migration 10 in the log");
         }
         None => {
-            let name = db.pg_name().expect("a PostgreSQL database");
-            let (client, connection) =
-                tokio_postgres::connect(&format!("{}/{name}", pg_base()), tokio_postgres::NoTls)
-                    .await
-                    .expect("connect");
-            tokio::spawn(connection);
+            let client = db.pg_client().await;
             client
                 .batch_execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from_a_newer_build', 0)",

@@ -97,6 +97,15 @@ impl TestDb {
         self.pg_name.as_deref()
     }
 
+    /// A client of this test's own PostgreSQL database (its connection runs as a task).
+    pub async fn pg_client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
     pub async fn open_store(&self) -> Arc<dyn EventStore> {
         store::open(&self.url, &StoreOptions::default())
             .await
