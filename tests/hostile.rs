@@ -356,10 +356,7 @@ async fn execute_directly(db: &TestDb, sql: &str) {
             conn.execute_batch(sql).expect("execute");
         }
         None => {
-            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(connection);
+            let client = db.pg_client().await;
             client.batch_execute(sql).await.expect("execute");
         }
     }

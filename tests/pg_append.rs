@@ -205,10 +205,7 @@ async fn an_append_cut_off_mid_transaction_leaves_the_next_one_clean() {
         .append_batch(vec![first], WEEK_MS)
         .await
         .expect("first append");
-    let (blocker, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let blocker = db.pg_client().await;
     blocker
         .batch_execute("BEGIN; SELECT seq FROM log_head FOR UPDATE")
         .await

@@ -342,7 +342,7 @@ async fn a_database_migrated_by_a_newer_build_is_refused(db: TestDb) {
             record_future_migration(&log, true);
             assert!(refusal(&db).await.contains("SQLite log file"));
             record_future_migration(&log, false);
-            let state = log.with_file_name("zoomhook.state.db");
+            let state = zoomhook::store::sqlite::state_path(&log);
             record_future_migration(&state, true);
             assert!(refusal(&db).await.contains("SQLite state database"));
             record_future_migration(&state, false);

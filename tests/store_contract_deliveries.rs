@@ -263,12 +263,7 @@ async fn bucket_rows(db: &TestDb) -> i64 {
         let conn = rusqlite::Connection::open(state).unwrap();
         return conn.query_row(COUNT, [], |r| r.get(0)).unwrap();
     }
-    let name = db.pg_name().unwrap();
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{}/{name}", pg_base()), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = db.pg_client().await;
     client.query_one(COUNT, &[]).await.unwrap().get(0)
 }
 
@@ -875,10 +870,7 @@ async fn a_replay_overlapping_a_change_of_ordering_ends_keyed_by_the_new_orderin
     store.append_batch(events, WEEK_MS).await.unwrap();
 
     // The change of ordering, as `update_subscription` makes it, held open before its commit.
-    let (mut update, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let mut update = db.pg_client().await;
     let tx = update.transaction().await.unwrap();
     tx.execute(
         "INSERT INTO sync_cursors (name, seq, applied) VALUES ($1, 0, 0) ON CONFLICT (name) DO NOTHING",

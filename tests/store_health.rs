@@ -381,10 +381,7 @@ async fn postgres_appends_commit_while_every_reader_connection_is_stuck() {
     use zoomhook::store::{AppendOutcome, EntityQuery};
     let db = TestDb::postgres().await;
     let store = db.open_store().await;
-    let (blocker, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let blocker = db.pg_client().await;
     blocker
         .batch_execute("BEGIN; LOCK TABLE sync_entities IN ACCESS EXCLUSIVE MODE")
         .await
@@ -441,10 +438,7 @@ async fn a_hanging_commit_makes_readyz_unready_and_ends_in_a_503() {
     let db = TestDb::postgres().await;
     let server = Arc::new(TestServer::start(config(&db, &[])).await);
     assert_eq!(server.send(&body(0, 10)).await.status(), 200);
-    let (blocker, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let blocker = db.pg_client().await;
     blocker
         .batch_execute("BEGIN; SELECT seq FROM log_head FOR UPDATE")
         .await
@@ -488,10 +482,7 @@ async fn a_conflict_on_the_stores_own_keys_is_a_503_not_a_refusal() {
     let server = TestServer::start(config(&db, &[])).await;
     assert_eq!(server.send(&body(0, 10)).await.status(), 200);
     pg_admin().await;
-    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = db.pg_client().await;
     client
         .batch_execute("UPDATE log_head SET seq = seq - 1")
         .await
