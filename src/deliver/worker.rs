@@ -293,26 +293,15 @@ pub async fn run(
     pump.drain(done_rx).await;
 }
 
+/// What the store claimed in one pass, per wanted subscription.
+type Claims = Result<Vec<Vec<Claimed>>, crate::store::StoreError>;
+
 /// The transaction of one pass: it records outcomes and claims, and gives back what was wanted
 /// with what the store claimed for it.
-type PassFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = (
-                    Vec<Wanted>,
-                    Result<Vec<Vec<Claimed>>, crate::store::StoreError>,
-                ),
-            > + Send,
-    >,
->;
+type PassFuture = futures_util::future::BoxFuture<'static, (Vec<Wanted>, Claims)>;
 
 /// Waits for the running pass (and clears it); never completes while there is none.
-async fn running(
-    pass: &mut Option<PassFuture>,
-) -> (
-    Vec<Wanted>,
-    Result<Vec<Vec<Claimed>>, crate::store::StoreError>,
-) {
+async fn running(pass: &mut Option<PassFuture>) -> (Vec<Wanted>, Claims) {
     let Some(future) = pass.as_mut() else {
         return std::future::pending().await;
     };
@@ -461,7 +450,7 @@ impl Pump {
     async fn finish(
         &mut self,
         wanted: Vec<Wanted>,
-        result: Result<Vec<Vec<Claimed>>, crate::store::StoreError>,
+        result: Claims,
         changed: &mut watch::Receiver<u64>,
     ) -> bool {
         let claimed = match result {

@@ -13,8 +13,7 @@ pub struct Migration {
 /// Refuses a database whose newest applied migration (`applied`) is past every one this build
 /// knows (`known`, the newest of the lists that file can have): a newer build migrated it, and
 /// this one would run against a schema it was not written for — silently slower (an index it
-/// relies on replaced) or wrong.
-/// `database` names it in the error.
+/// relies on replaced) or wrong. `database` names it in the error.
 pub fn refuse_newer(
     database: &str,
     applied: Option<i64>,
