@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use reqwest::header::{self, CONTENT_TYPE, HeaderMap, HeaderValue};
+
 use super::live::{BodyFormat, Kind, LiveSubscription};
 use super::retry::{self, Verdict};
 use super::signing;
@@ -17,6 +19,9 @@ use crate::store::deliveries::{Attempt, Claimed, Completion, Next};
 pub const EXCERPT_BYTES: usize = 1024;
 /// The `user-agent` of deliveries.
 pub const USER_AGENT: &str = concat!("zoomhook/", env!("CARGO_PKG_VERSION"));
+/// The fixed header values of a webhook, checked when this is compiled.
+const JSON_VALUE: HeaderValue = HeaderValue::from_static("application/json");
+const USER_AGENT_VALUE: HeaderValue = HeaderValue::from_static(USER_AGENT);
 
 /// What an attempt got back: status, `Retry-After` and a bounded excerpt of the answer; or the
 /// error that kept it from getting an answer.
@@ -113,7 +118,7 @@ fn judge(
             };
             (
                 Some(i64::from(status)),
-                excerpt.map(|e| text_safe(&sub.scrubber.scrub(&e))),
+                excerpt.map(|e| text_safe(sub.scrubber.scrub(&e))),
                 error,
                 verdict,
             )
@@ -121,7 +126,7 @@ fn judge(
         Err(error) => (
             None,
             None,
-            Some(text_safe(&sub.scrubber.scrub(&error))),
+            Some(text_safe(sub.scrubber.scrub(&error))),
             Verdict::Retry { retry_after: None },
         ),
     };
@@ -163,9 +168,13 @@ fn judge(
 }
 
 /// Text PostgreSQL can store: no NUL characters (a binary response body would otherwise make the
-/// outcome unrecordable).
-fn text_safe(text: &str) -> String {
-    text.replace('\0', "\u{FFFD}")
+/// outcome unrecordable). Text without one is kept as it is.
+fn text_safe(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
 }
 
 /// Signs and posts `stored_body` (in the subscription's body format) as delivery `id`.
@@ -185,19 +194,25 @@ async fn send_webhook(
             .map_err(|e| e.to_string())?
             .into_owned(),
     };
-    let mut request = deliverer
+    // One map, built with typed names: no header name or fixed value is parsed per attempt.
+    let signed = signing::headers(sub.scheme_name(), secrets, id, timestamp, &body);
+    let mut headers = HeaderMap::with_capacity(2 + signed.len() + sub.headers.len());
+    headers.insert(CONTENT_TYPE, JSON_VALUE);
+    headers.insert(header::USER_AGENT, USER_AGENT_VALUE);
+    for (name, value) in signed {
+        let value = HeaderValue::try_from(value)
+            .map_err(|e| format!("cannot send the {name} header: {e}"))?;
+        headers.append(name, value);
+    }
+    // Added, not replacing: a custom header named like one above is sent beside it.
+    for (name, value) in &sub.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    let request = deliverer
         .http
         .post(url)
         .timeout(Duration::from_millis(sub.stored.timeout_ms.max(1) as u64))
-        .header("content-type", "application/json")
-        .header("user-agent", USER_AGENT);
-    for (name, value) in signing::headers(sub.scheme_name(), secrets, id, timestamp, &body) {
-        request = request.header(name, value);
-    }
-    // Added, not replacing: the same headers on the wire as before they were held parsed.
-    for (name, value) in &sub.headers {
-        request = request.header(name.clone(), value.clone());
-    }
+        .headers(headers);
     let mut response = request.body(body).send().await.map_err(describe)?;
     let status = response.status().as_u16();
     let retry_after = response
@@ -214,7 +229,11 @@ async fn send_webhook(
             _ => break,
         }
     }
-    let excerpt = (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned());
+    // Valid UTF-8 (as most answers are) is kept without a copy.
+    let excerpt = (!excerpt.is_empty()).then(|| {
+        String::from_utf8(excerpt)
+            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
+    });
     Ok((status, retry_after, excerpt))
 }
 

@@ -22,6 +22,7 @@ use std::borrow::Cow;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::header::HeaderName;
 
 use crate::zoom::signature::hmac_sha256;
 
@@ -100,18 +101,24 @@ pub fn wire_body<'a>(
 }
 
 /// The HMAC key of a Standard Webhooks secret (base64 after `whsec_`; other text as is).
-fn standard_key(secret: &str) -> Vec<u8> {
+fn standard_key(secret: &str) -> Cow<'_, [u8]> {
     secret
         .strip_prefix(SECRET_PREFIX)
         .and_then(|b64| B64.decode(b64).ok())
-        .unwrap_or_else(|| secret.as_bytes().to_vec())
+        .map_or(Cow::Borrowed(secret.as_bytes()), Cow::Owned)
 }
 
-/// `v1,<signature>` for one secret.
+/// `v1,<signature>` for one secret: the HMAC of `<id>.<timestamp>.<body>`, fed in parts.
 pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let prefix = format!("{id}.{timestamp}.");
-    let mac = hmac_sha256(&standard_key(secret), &[prefix.as_bytes(), body]);
-    format!("v1,{}", B64.encode(mac))
+    let timestamp = timestamp.to_string();
+    let mac = hmac_sha256(
+        &standard_key(secret),
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    );
+    let mut signature = String::with_capacity(3 + 44);
+    signature.push_str("v1,");
+    B64.encode_string(mac, &mut signature);
+    signature
 }
 
 /// The secrets that may sign an attempt at a given moment.
@@ -137,37 +144,51 @@ impl<'a> SigningSecrets<'a> {
     }
 }
 
-/// The headers of one attempt (name, value), signed as the scheme allows.
+/// Zoom's signature header (`v0=<hex HMAC>`).
+const X_ZM_SIGNATURE: HeaderName = HeaderName::from_static("x-zm-signature");
+/// The timestamp Zoom's signature covers.
+const X_ZM_REQUEST_TIMESTAMP: HeaderName = HeaderName::from_static("x-zm-request-timestamp");
+/// The delivery's id, where Zoom puts its request id.
+const X_ZM_REQUEST_ID: HeaderName = HeaderName::from_static("x-zm-request-id");
+/// Standard Webhooks: the message id.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+/// Standard Webhooks: the timestamp the signatures cover.
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+/// Standard Webhooks: `v1,<base64 HMAC>` per secret, space-separated.
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
+/// The headers of one attempt (name, value), signed as the scheme allows. The names are
+/// constants, checked when this is compiled.
 pub fn headers(
     scheme: &str,
     secrets: SigningSecrets<'_>,
     id: &str,
     timestamp: i64,
     body: &[u8],
-) -> Vec<(&'static str, String)> {
+) -> [(HeaderName, String); 3] {
     match scheme {
         "zoom" => {
             let secret = secrets.single();
             let ts = timestamp.to_string();
-            vec![
+            [
                 (
-                    "x-zm-signature",
+                    X_ZM_SIGNATURE,
                     crate::zoom::signature::sign(secret.as_bytes(), &ts, body),
                 ),
-                ("x-zm-request-timestamp", ts),
-                ("x-zm-request-id", id.to_owned()),
+                (X_ZM_REQUEST_TIMESTAMP, ts),
+                (X_ZM_REQUEST_ID, id.to_owned()),
             ]
         }
         _ => {
-            let signatures: Vec<String> = secrets
-                .all()
-                .iter()
-                .map(|s| standard_signature(s, id, timestamp, body))
-                .collect();
-            vec![
-                ("webhook-id", id.to_owned()),
-                ("webhook-timestamp", timestamp.to_string()),
-                ("webhook-signature", signatures.join(" ")),
+            let mut signatures = standard_signature(secrets.current, id, timestamp, body);
+            if let Some(previous) = secrets.previous {
+                signatures.push(' ');
+                signatures.push_str(&standard_signature(previous, id, timestamp, body));
+            }
+            [
+                (WEBHOOK_ID, id.to_owned()),
+                (WEBHOOK_TIMESTAMP, timestamp.to_string()),
+                (WEBHOOK_SIGNATURE, signatures),
             ]
         }
     }
@@ -193,9 +214,9 @@ mod tests {
         previous: Some("whsec_BBBB"),
     };
 
-    fn header(h: &[(&'static str, String)], name: &str) -> String {
+    fn header(h: &[(HeaderName, String)], name: &str) -> String {
         h.iter()
-            .find(|(k, _)| *k == name)
+            .find(|(k, _)| k.as_str() == name)
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     }
