@@ -108,6 +108,10 @@ struct Slot {
     /// Whether a claim may find something: false once a claim came back short, until an outcome
     /// of this subscription, a wake-up or the poll says otherwise.
     look: bool,
+    /// `zoomhook_deliveries_total` of this subscription by outcome (succeeded, retry, failed),
+    /// registered at the first outcome of each: looking a labelled counter up costs an
+    /// allocation and a hash per delivery.
+    outcomes: [Option<metrics::Counter>; 3],
 }
 
 impl Slot {
@@ -476,15 +480,19 @@ impl Pump {
     /// Frees the slots of the outcomes just recorded.
     fn settled(&mut self) {
         for completion in self.settling.drain(..) {
-            if let Some(slot) = self.slots.get_mut(&completion.subscription_id) {
-                slot.in_flight -= 1;
-            }
-            let outcome = match completion.next {
-                Next::Succeeded => "succeeded",
-                Next::Retry(_) => "retry",
-                Next::Failed => "failed",
+            let (index, outcome) = match completion.next {
+                Next::Succeeded => (0, "succeeded"),
+                Next::Retry(_) => (1, "retry"),
+                Next::Failed => (2, "failed"),
             };
-            metrics::counter!("zoomhook_deliveries_total", "subscription" => completion.subscription_id, "outcome" => outcome)
+            let Some(slot) = self.slots.get_mut(&completion.subscription_id) else {
+                metrics::counter!("zoomhook_deliveries_total", "subscription" => completion.subscription_id, "outcome" => outcome)
+                    .increment(1);
+                continue;
+            };
+            slot.in_flight -= 1;
+            slot.outcomes[index]
+                .get_or_insert_with(|| metrics::counter!("zoomhook_deliveries_total", "subscription" => completion.subscription_id, "outcome" => outcome))
                 .increment(1);
         }
     }
