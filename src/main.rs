@@ -4,6 +4,12 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 use zoomhook::config::LogFormat;
 
+/// With `--features jemalloc`, the server's own memory comes from jemalloc (SQLite's stays with
+/// the C library's malloc, tuned in `server::memory`). Why it is not the default: docs/deploy.md.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     // Before any thread starts: arenas are created per thread.
     zoomhook::server::memory::limit_malloc_arenas();
