@@ -136,12 +136,6 @@ impl<'a> SigningSecrets<'a> {
     pub fn single(&self) -> &'a str {
         self.previous.unwrap_or(self.current)
     }
-
-    /// Every secret that signs when the header can hold several (`standard`): the current one
-    /// first, then the previous one during the overlap.
-    pub fn all(&self) -> Vec<&'a str> {
-        std::iter::once(self.current).chain(self.previous).collect()
-    }
 }
 
 /// Zoom's signature header (`v0=<hex HMAC>`).
@@ -180,6 +174,8 @@ pub fn headers(
             ]
         }
         _ => {
+            // Every secret that may sign: the current one first, then the previous one while
+            // the rotation overlap lasts.
             let mut signatures = standard_signature(secrets.current, id, timestamp, body);
             if let Some(previous) = secrets.previous {
                 signatures.push(' ');
