@@ -384,3 +384,52 @@ async fn failing_subscription_is_disabled_then_delivers_its_backlog_when_enabled
     .await;
     server.stop().await;
 }
+
+both_backends!(an_answer_with_nul_and_invalid_utf8_is_recorded_as_text);
+
+/// A destination that answers with bytes that are not text (a NUL, invalid UTF-8) still gets its
+/// attempt recorded — PostgreSQL refuses NUL in text — with the excerpt made storable: each
+/// invalid byte and the NUL become U+FFFD, the rest is kept.
+async fn an_answer_with_nul_and_invalid_utf8_is_recorded_as_text(db: TestDb) {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            b"bad\0bytes \xff\xfe end".to_vec(),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = TestServer::start(delivery_config(&db, &[])).await;
+    let sub = subscribe(
+        &server,
+        json!({"url": format!("http://{addr}/hook"), "events": "*"}),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    assert!(
+        server
+            .send(&fixture("meeting.started.json"))
+            .await
+            .status()
+            .is_success()
+    );
+    let attempt = eventually("an attempt recorded", || async {
+        let page = server
+            .api(&format!("/api/v1/subscriptions/{id}/deliveries"))
+            .await;
+        let delivery_id = page["data"][0]["id"].as_str()?.to_owned();
+        let detail = server
+            .api(&format!("/api/v1/deliveries/{delivery_id}"))
+            .await;
+        detail["attempts"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(attempt["status_code"], 500, "{attempt}");
+    assert_eq!(
+        attempt["response_excerpt"], "bad\u{FFFD}bytes \u{FFFD}\u{FFFD} end",
+        "{attempt}"
+    );
+    assert_eq!(attempt["error"], "HTTP 500", "{attempt}");
+    server.stop().await;
+}
