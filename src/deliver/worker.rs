@@ -134,6 +134,11 @@ impl Slot {
     }
 }
 
+/// `zoomhook_deliveries_total` for one subscription and outcome.
+fn deliveries_total(subscription: String, outcome: &'static str) -> metrics::Counter {
+    metrics::counter!("zoomhook_deliveries_total", "subscription" => subscription, "outcome" => outcome)
+}
+
 /// The subscriptions as last read, parsed; and when upkeep last ran.
 struct Subscriptions {
     live: Vec<Arc<LiveSubscription>>,
@@ -485,15 +490,16 @@ impl Pump {
                 Next::Retry(_) => (1, "retry"),
                 Next::Failed => (2, "failed"),
             };
-            let Some(slot) = self.slots.get_mut(&completion.subscription_id) else {
-                metrics::counter!("zoomhook_deliveries_total", "subscription" => completion.subscription_id, "outcome" => outcome)
-                    .increment(1);
-                continue;
-            };
-            slot.in_flight -= 1;
-            slot.outcomes[index]
-                .get_or_insert_with(|| metrics::counter!("zoomhook_deliveries_total", "subscription" => completion.subscription_id, "outcome" => outcome))
-                .increment(1);
+            let subscription = completion.subscription_id;
+            match self.slots.get_mut(&subscription) {
+                Some(slot) => {
+                    slot.in_flight -= 1;
+                    slot.outcomes[index]
+                        .get_or_insert_with(|| deliveries_total(subscription, outcome))
+                        .increment(1);
+                }
+                None => deliveries_total(subscription, outcome).increment(1),
+            }
         }
     }
 
