@@ -281,9 +281,9 @@ pub async fn test(
     let sub = find(&state, &id).await?;
     let now = now_millis();
     let body = json!({"event": "zoomhook.test", "event_ts": now, "payload": {"object": {"subscription_id": sub.id}}});
-    let http = crate::deliver::ssrf::delivery_client(
-        Arc::clone(&state.ssrf),
-        std::time::Duration::from_secs(10),
+    let http = crate::deliver::http::DeliveryClient::new(
+        crate::deliver::ssrf::GuardedResolver::new(Arc::clone(&state.ssrf)),
+        crate::deliver::http::CONNECT_TIMEOUT,
     )
     .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let email = state.config.delivery.smtp_url.as_ref().and_then(|url| {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{self, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{self, ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use super::live::{BodyFormat, Kind, LiveSubscription};
 use super::retry::{self, Verdict};
@@ -22,6 +22,8 @@ pub const USER_AGENT: &str = concat!("zoomhook/", env!("CARGO_PKG_VERSION"));
 /// The fixed header values of a webhook, checked when this is compiled.
 const JSON_VALUE: HeaderValue = HeaderValue::from_static("application/json");
 const USER_AGENT_VALUE: HeaderValue = HeaderValue::from_static(USER_AGENT);
+/// `accept: */*`, as deliveries have always carried.
+const ACCEPT_ANY: HeaderValue = HeaderValue::from_static("*/*");
 
 /// What an attempt got back: status, `Retry-After` and a bounded excerpt of the answer; or the
 /// error that kept it from getting an answer.
@@ -196,7 +198,7 @@ async fn send_webhook(
     };
     // One map, built with typed names: no header name or fixed value is parsed per attempt.
     let signed = signing::headers(sub.scheme_name(), secrets, id, timestamp, &body);
-    let mut headers = HeaderMap::with_capacity(2 + signed.len() + sub.headers.len());
+    let mut headers = HeaderMap::with_capacity(3 + signed.len() + sub.headers.len());
     headers.insert(CONTENT_TYPE, JSON_VALUE);
     headers.insert(header::USER_AGENT, USER_AGENT_VALUE);
     for (name, value) in signed {
@@ -208,48 +210,14 @@ async fn send_webhook(
     for (name, value) in &sub.headers {
         headers.append(name.clone(), value.clone());
     }
-    let request = deliverer
+    // A default only: a custom `accept` is sent alone.
+    if !headers.contains_key(ACCEPT) {
+        headers.insert(ACCEPT, ACCEPT_ANY);
+    }
+    // The attempt's time limit is the caller's, around this whole call.
+    let reply = deliverer
         .http
-        .post(url)
-        .timeout(Duration::from_millis(sub.stored.timeout_ms.max(1) as u64))
-        .headers(headers);
-    let mut response = request.body(body).send().await.map_err(describe)?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut excerpt = Vec::new();
-    while excerpt.len() < EXCERPT_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                excerpt.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - excerpt.len())])
-            }
-            _ => break,
-        }
-    }
-    // Valid UTF-8 (as most answers are) is kept without a copy.
-    let excerpt = (!excerpt.is_empty()).then(|| {
-        String::from_utf8(excerpt)
-            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
-    });
-    Ok((status, retry_after, excerpt))
-}
-
-/// An error with its causes, e.g. "error sending request: connection refused". reqwest's own
-/// text names the URL (in its normalised spelling), so that is dropped first.
-fn describe(error: reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".to_owned();
-    }
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+        .post(url, headers, body, EXCERPT_BYTES)
+        .await?;
+    Ok((reply.status, reply.retry_after, reply.excerpt))
 }

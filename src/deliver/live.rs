@@ -7,8 +7,10 @@
 //! unchanged; this is a view of it. Parsing per fan-out batch and per attempt cost more than the
 //! attempt's own signing, and a typed value cannot hold a scheme the signer does not know.
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::Uri;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
+use super::http::request_uri;
 use super::redact::Scrubber;
 use super::signing;
 use super::ssrf::SsrfPolicy;
@@ -62,7 +64,7 @@ pub struct LiveSubscription {
     pub headers: HeaderMap,
     /// The destination, or why it cannot be sent to (checked against the SSRF policy's static
     /// rules once; the resolved address is still checked on every connection).
-    pub url: Result<reqwest::Url, String>,
+    pub url: Result<Uri, String>,
     /// Removes this subscription's credentials from attempt errors and excerpts.
     pub scrubber: Scrubber,
 }
@@ -103,12 +105,7 @@ impl LiveSubscription {
             Kind::Webhook => reqwest::Url::parse(&stored.url)
                 .map_err(|e| format!("invalid URL: {e}"))
                 .and_then(|url| {
-                    policy
-                        .clone()
-                        .with_https_only(stored.https_only)
-                        .check_url(&url)
-                        .map_err(|e| e.to_string())?;
-                    Ok(url)
+                    request_uri(&url, &policy.clone().with_https_only(stored.https_only))
                 }),
         };
         let scrubber = scrubber(&stored, kind, &header_pairs, smtp_url);

@@ -5,6 +5,7 @@ pub mod attempt;
 pub mod compact_json;
 pub mod email;
 pub mod fanout;
+pub mod http;
 pub mod live;
 pub mod redact;
 pub mod retry;

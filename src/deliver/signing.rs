@@ -22,7 +22,7 @@ use std::borrow::Cow;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use reqwest::header::HeaderName;
+use hyper::header::HeaderName;
 
 use crate::zoom::signature::hmac_sha256;
 

@@ -1,28 +1,29 @@
 //! SSRF guard: outbound deliveries must not become a way to reach internal networks.
 //!
-//! Two checks, because reqwest (through hyper-util) connects to IP-literal hosts without ever
-//! calling the resolver:
+//! Two checks, because hyper's connector connects to IP-literal hosts without ever calling the
+//! resolver:
 //!
 //! - [`SsrfPolicy::check_url`] runs before a request is sent. It refuses unusable schemes,
 //!   credentials in the URL, and IP-literal hosts in refused ranges. Callers must run it on every
 //!   destination, because nothing else sees IP literals.
-//! - [`GuardedResolver`] is the client's DNS resolver. It drops every refused address from the
+//! - [`GuardedResolver`] is the delivery client's DNS resolver. It drops every refused address from the
 //!   answer, so the address connected to is one that was checked: the check and the connection
 //!   use the same resolution, which leaves no DNS-rebinding gap.
 //!
-//! [`delivery_client`] builds the delivery client with the resolver installed, without redirects
-//! (a redirect could point anywhere) and without an environment proxy (a proxy would resolve the
+//! [`DeliveryClient`](super::http::DeliveryClient) is built with the resolver installed, without
+//! redirects (a redirect could point anywhere) and without a proxy (a proxy would resolve the
 //! name itself, out of the guard's sight).
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
 
+use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use reqwest::Url;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// The environment variable that lists extra networks deliveries may reach.
 pub const ALLOW_CIDRS_ENV: &str = "ZOOMHOOK_DELIVERY_ALLOW_CIDRS";
@@ -233,7 +234,7 @@ fn join(refused: &[RefusedAddr]) -> String {
 /// A test's stand-in for the system resolver.
 pub type Lookup = Arc<dyn Fn(&str) -> io::Result<Vec<IpAddr>> + Send + Sync>;
 
-/// A reqwest DNS resolver that resolves names and drops every address the policy refuses, so the
+/// The delivery client's DNS resolver: it resolves names and drops every address the policy refuses, so the
 /// address connected to is always one that was checked.
 #[derive(Clone)]
 pub struct GuardedResolver {
@@ -288,14 +289,26 @@ impl GuardedResolver {
     }
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+/// What hyper's connector asks of a resolver: the addresses of a name.
+impl tower::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = SsrfError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, SsrfError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), SsrfError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let allowed = self.resolve_allowed(name.as_str());
         Box::pin(async move {
-            let allowed = allowed.await?;
-            // Port 0: reqwest replaces it with the URL's port or the scheme's default.
-            let addrs: Addrs = Box::new(allowed.into_iter().map(|ip| SocketAddr::new(ip, 0)));
-            Ok(addrs)
+            // Port 0: the connector puts the URL's port (or the scheme's default) in its place.
+            let addrs: Vec<SocketAddr> = allowed
+                .await?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
+            Ok(addrs.into_iter())
         })
     }
 }
@@ -324,31 +337,6 @@ fn keep_allowed(
         tracing::warn!(host = %host, refused = %addr, "dropped a refused address from a delivery destination");
     }
     Ok(allowed)
-}
-
-/// Builds the HTTP client for deliveries: rustls, the [`GuardedResolver`] for `policy`, no
-/// redirects, no proxy from the environment, and `connect_timeout`.
-pub fn delivery_client(
-    policy: Arc<SsrfPolicy>,
-    connect_timeout: Duration,
-) -> reqwest::Result<reqwest::Client> {
-    delivery_client_with(GuardedResolver::new(policy), connect_timeout)
-}
-
-/// [`delivery_client`] with a given resolver (tests use one built with
-/// [`GuardedResolver::with_lookup`]).
-pub fn delivery_client_with(
-    resolver: GuardedResolver,
-    connect_timeout: Duration,
-) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .https_only(resolver.policy().https_only())
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(connect_timeout)
-        .dns_resolver(Arc::new(resolver))
-        .build()
 }
 
 /// Parses the value of `ZOOMHOOK_DELIVERY_ALLOW_CIDRS`: comma-separated CIDRs, where a bare IP
@@ -486,7 +474,9 @@ fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::http::{DeliveryClient, Reply};
     use std::str::FromStr;
+    use std::time::Duration;
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
@@ -517,7 +507,7 @@ mod tests {
 
     async fn resolve(resolver: &GuardedResolver, host: &str) -> Result<Vec<SocketAddr>, String> {
         let name = Name::from_str(host).unwrap();
-        match resolver.resolve(name).await {
+        match tower::Service::call(&mut resolver.clone(), name).await {
             Ok(addrs) => Ok(addrs.collect()),
             Err(error) => Err(error.to_string()),
         }
@@ -757,19 +747,14 @@ mod tests {
                             Content-Length: 0\r\nConnection: close\r\n\r\n";
     const LOCALHOST: &[(&str, &[&str])] = &[("localhost", &["127.0.0.1"])];
 
-    fn client(policy: SsrfPolicy) -> reqwest::Client {
-        delivery_client_with(resolver(policy, LOCALHOST), Duration::from_secs(5)).unwrap()
+    fn client(policy: SsrfPolicy) -> DeliveryClient {
+        DeliveryClient::new(resolver(policy, LOCALHOST), Duration::from_secs(5)).unwrap()
     }
 
-    fn error_chain(error: &dyn std::error::Error) -> String {
-        let mut chain = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            chain.push_str(": ");
-            chain.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        chain
+    async fn post(client: &DeliveryClient, url: &str) -> Result<Reply, String> {
+        client
+            .post(url.parse().unwrap(), Default::default(), b"{}".to_vec(), 64)
+            .await
     }
 
     #[tokio::test]
@@ -778,19 +763,17 @@ mod tests {
         let destination = format!("http://localhost:{port}/hook");
 
         let allowed = client(SsrfPolicy::new(parse_allow_list("127.0.0.0/8").unwrap()));
-        let response = allowed.get(&destination).send().await.unwrap();
-        assert_eq!(response.status(), reqwest::StatusCode::OK);
-        assert_eq!(response.text().await.unwrap(), "ok");
+        let reply = post(&allowed, &destination).await.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.excerpt.as_deref(), Some("ok"));
 
-        let error = client(refuse_all())
-            .get(&destination)
-            .send()
-            .await
-            .unwrap_err();
-        let chain = error_chain(&error);
+        let error = post(&client(refuse_all()), &destination).await.unwrap_err();
         assert!(
-            chain.contains("localhost resolves only to refused addresses (127.0.0.1 is a loopback"),
-            "{chain}"
+            error.starts_with("cannot connect: ")
+                && error.contains(
+                    "localhost resolves only to refused addresses (127.0.0.1 is a loopback"
+                ),
+            "{error}"
         );
     }
 
@@ -798,11 +781,20 @@ mod tests {
     async fn delivery_client_does_not_follow_redirects() {
         let port = serve_fixed(REDIRECT).await;
         let allowed = client(SsrfPolicy::new(parse_allow_list("127.0.0.0/8").unwrap()));
-        let response = allowed
-            .get(format!("http://localhost:{port}/"))
-            .send()
+        let reply = post(&allowed, &format!("http://localhost:{port}/"))
             .await
             .unwrap();
-        assert_eq!(response.status(), reqwest::StatusCode::FOUND);
+        assert_eq!(reply.status, 302);
+    }
+
+    #[tokio::test]
+    async fn an_https_only_client_refuses_plain_http_before_connecting() {
+        let port = serve_fixed(OK).await;
+        let policy =
+            SsrfPolicy::new(parse_allow_list("127.0.0.0/8").unwrap()).with_https_only(true);
+        let error = post(&client(policy), &format!("http://localhost:{port}/"))
+            .await
+            .unwrap_err();
+        assert!(error.starts_with("cannot connect: "), "{error}");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::http::request_uri;
 use super::signing;
 use super::ssrf::SsrfPolicy;
 use crate::core::pattern::EventPattern;
@@ -427,11 +428,8 @@ fn validate(sub: &Subscription, policy: &SsrfPolicy) -> Result<(), InvalidField>
             }
             let url = reqwest::Url::parse(&sub.url)
                 .map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", sub.url)))?;
-            policy
-                .clone()
-                .with_https_only(sub.https_only)
-                .check_url(&url)
-                .map_err(|e| invalid("url", e.to_string()))?;
+            request_uri(&url, &policy.clone().with_https_only(sub.https_only))
+                .map_err(|e| invalid("url", e))?;
         }
     }
     Ok(())

@@ -34,6 +34,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::attempt;
 use super::email::EmailSender;
+use super::http::DeliveryClient;
 use super::live::{LiveSubscription, Ordering};
 use super::ssrf::SsrfPolicy;
 use super::upkeep;
@@ -70,7 +71,7 @@ const TOKEN_POLL: Duration = Duration::from_millis(5);
 pub struct Deliverer {
     pub store: Arc<dyn EventStore>,
     pub config: DeliveryConfig,
-    pub http: reqwest::Client,
+    pub http: DeliveryClient,
     pub policy: Arc<SsrfPolicy>,
     pub email: Option<EmailSender>,
     /// For operational events (a subscription disabled automatically).

@@ -296,8 +296,11 @@ fn start_delivery(
         ),
         None => None,
     };
-    let http = deliver::ssrf::delivery_client(Arc::clone(&state.ssrf), Duration::from_secs(10))
-        .context("building the delivery HTTP client")?;
+    let http = deliver::http::DeliveryClient::new(
+        deliver::ssrf::GuardedResolver::new(Arc::clone(&state.ssrf)),
+        deliver::http::CONNECT_TIMEOUT,
+    )
+    .context("building the delivery HTTP client")?;
     let deliverer = Arc::new(deliver::worker::Deliverer {
         store: Arc::clone(&state.store),
         config: config.clone(),

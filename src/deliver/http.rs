@@ -1,0 +1,200 @@
+//! The HTTP client of webhook deliveries: hyper's pooled client, used directly.
+//!
+//! What it does, and nothing more:
+//! - names are resolved by the SSRF guard's [`GuardedResolver`], so every address connected to
+//!   was checked (IP-literal hosts never reach a resolver: [`SsrfPolicy::check_url`] judges them
+//!   before a destination is used, see [`request_uri`]);
+//! - TLS through rustls (ring, TLS 1.2 and 1.3, Mozilla's roots from `webpki-roots`), HTTP/1.1;
+//! - connections kept per destination and reused (idle ones closed after 90 s);
+//! - no redirects (hyper's client never follows one: a redirect could point anywhere) and no
+//!   proxy (nothing here reads the environment; a proxy would resolve names out of the guard's
+//!   sight).
+//!
+//! The attempt's overall time limit is the caller's (one timer around sending and reading the
+//! answer); the client bounds only the connect. Going through reqwest cost a fifth of the
+//! delivery thread's CPU per delivery in `bench/deliver` (its URL re-parse, header merges, its own
+//! timers and boxed futures); `bench/RESULTS.md` has the measurement.
+//!
+//! [`SsrfPolicy::check_url`]: super::ssrf::SsrfPolicy::check_url
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::Url;
+
+use super::ssrf::{GuardedResolver, SsrfPolicy};
+
+/// How long a delivery waits for a connection to be made.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP keep-alive probes on pooled connections (a destination that vanished is noticed).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// What a destination answered: the status, its `Retry-After` and the start of its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    /// Up to the requested number of bytes of the body, as text (invalid UTF-8 replaced);
+    /// `None` for an empty body.
+    pub excerpt: Option<String>,
+}
+
+/// The client deliveries are sent with. Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct DeliveryClient {
+    client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
+}
+
+impl DeliveryClient {
+    /// A client that resolves through `resolver` (and applies its policy), trusts Mozilla's root
+    /// certificates and gives up a connect after `connect_timeout`.
+    pub fn new(
+        resolver: GuardedResolver,
+        connect_timeout: Duration,
+    ) -> Result<DeliveryClient, rustls::Error> {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth();
+        Ok(DeliveryClient::with_tls(resolver, connect_timeout, tls))
+    }
+
+    /// [`DeliveryClient::new`] with a TLS configuration of the caller's (tests trust a root of
+    /// their own with it).
+    pub fn with_tls(
+        resolver: GuardedResolver,
+        connect_timeout: Duration,
+        tls: rustls::ClientConfig,
+    ) -> DeliveryClient {
+        let https_only = resolver.policy().https_only();
+        let mut tcp = HttpConnector::new_with_resolver(resolver);
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        tcp.set_keepalive(Some(TCP_KEEPALIVE));
+        let tls = HttpsConnectorBuilder::new().with_tls_config(tls);
+        let tls = if https_only {
+            tls.https_only()
+        } else {
+            tls.https_or_http()
+        };
+        let connector = tls.enable_http1().wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .build(connector);
+        DeliveryClient { client }
+    }
+
+    /// POSTs `body` with `headers` to `uri` and reads at most `excerpt_bytes` of the answer.
+    /// Errors are one line with their causes, e.g. "cannot connect: tcp connect error:
+    /// Connection refused (os error 111)".
+    pub async fn post(
+        &self,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        excerpt_bytes: usize,
+    ) -> Result<Reply, String> {
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let response = self.client.request(request).await.map_err(describe)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut answer = response.into_body();
+        let mut excerpt = Vec::new();
+        // A body that fails midway keeps what was read; the status is the answer.
+        while excerpt.len() < excerpt_bytes {
+            match answer.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(chunk) = frame.data_ref() {
+                        let room = excerpt_bytes - excerpt.len();
+                        excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+        // Valid UTF-8 (as most answers are) is kept without a copy.
+        let excerpt = (!excerpt.is_empty()).then(|| {
+            String::from_utf8(excerpt)
+                .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
+        });
+        Ok(Reply {
+            status,
+            retry_after,
+            excerpt,
+        })
+    }
+}
+
+/// The URI requests to `url` go to, once `policy` has allowed it: the checks of
+/// [`SsrfPolicy::check_url`], and a URL hyper can send (the fragment, never sent, is dropped).
+pub fn request_uri(url: &Url, policy: &SsrfPolicy) -> Result<Uri, String> {
+    policy.check_url(url).map_err(|e| e.to_string())?;
+    url.as_str()
+        .parse::<Uri>()
+        .map_err(|e| format!("cannot be sent to: {e}"))
+}
+
+/// One line for a failed request, its causes joined, without the URL (which may hold a
+/// credential; it is in the subscription for whoever may see it).
+fn describe(error: hyper_util::client::legacy::Error) -> String {
+    let (mut text, mut source): (String, Option<&(dyn std::error::Error + 'static)>) =
+        if error.is_connect() {
+            (
+                "cannot connect".to_owned(),
+                std::error::Error::source(&error),
+            )
+        } else {
+            ("error sending request".to_owned(), Some(&error))
+        };
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_uris_keep_what_is_sent_and_drop_the_fragment() {
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let url = Url::parse("http://127.0.0.1:9000/a%20b/hook?x=1&y=%E2%9C%93#frag").unwrap();
+        let uri = request_uri(&url, &policy).unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "http://127.0.0.1:9000/a%20b/hook?x=1&y=%E2%9C%93"
+        );
+        let refused = Url::parse("http://10.0.0.1/").unwrap();
+        assert!(
+            request_uri(&refused, &policy)
+                .unwrap_err()
+                .contains("10.0.0.1")
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Deliveries over TLS, through the delivery client the workers use: a destination whose
+//! certificate chains to a trusted root is reached (the name checked against the certificate, the
+//! resolved address against the SSRF policy); one whose root is not trusted is refused with an
+//! error that says why. The certificates are test fixtures (`tests/fixtures/tls/README.md`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
+use zoomhook::deliver::http::DeliveryClient;
+use zoomhook::deliver::ssrf::{GuardedResolver, SsrfPolicy};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn pem_certs(name: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(format!("{FIXTURES}/{name}"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// What the destination saw of one request: its path, `host` header and body.
+type Seen = (String, String, Vec<u8>);
+
+/// An HTTPS server on 127.0.0.1 with the `localhost` certificate, answering 200 "tls ok" and
+/// reporting each request. Returns its port.
+async fn https_destination() -> (u16, mpsc::UnboundedReceiver<Seen>) {
+    let key = PrivateKeyDer::from_pem_file(format!("{FIXTURES}/localhost.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pem_certs("localhost.pem"), key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen, requests) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to serve.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let path = request.uri().path().to_owned();
+                        let host = request
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let body = request.into_body().collect().await?.to_bytes().to_vec();
+                        let _ = seen.send((path, host, body));
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from("tls ok"))))
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, requests)
+}
+
+/// A resolver that knows `localhost` and `elsewhere.test`, both 127.0.0.1, under a policy that
+/// allows loopback.
+fn resolver() -> GuardedResolver {
+    let policy = Arc::new(SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]));
+    GuardedResolver::with_lookup(
+        policy,
+        Arc::new(|host: &str| match host {
+            "localhost" | "elsewhere.test" => Ok(vec![IpAddr::from([127, 0, 0, 1])]),
+            other => Err(std::io::Error::other(format!("unknown host {other}"))),
+        }),
+    )
+}
+
+/// A client that trusts only the fixture's test root.
+fn trusting_client() -> DeliveryClient {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_certs("ca.pem") {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    DeliveryClient::with_tls(resolver(), Duration::from_secs(5), tls)
+}
+
+async fn post(
+    client: &DeliveryClient,
+    url: &str,
+) -> Result<zoomhook::deliver::http::Reply, String> {
+    let body = br#"{"event":"meeting.started"}"#.to_vec();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        client.post(url.parse().unwrap(), Default::default(), body, 1024),
+    )
+    .await
+    .expect("the request ended")
+}
+
+#[tokio::test]
+async fn a_destination_with_a_trusted_certificate_is_delivered_to_over_tls_on_one_connection() {
+    let (port, mut requests) = https_destination().await;
+    let client = trusting_client();
+    for n in 0..3 {
+        let reply = post(&client, &format!("https://localhost:{port}/hook/{n}"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.excerpt.as_deref(), Some("tls ok"));
+        let (path, host, body) = requests.recv().await.unwrap();
+        assert_eq!(path, format!("/hook/{n}"));
+        assert_eq!(host, format!("localhost:{port}"));
+        assert_eq!(body, br#"{"event":"meeting.started"}"#);
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_untrusted_root_is_refused_and_nothing_is_sent() {
+    let (port, mut requests) = https_destination().await;
+    // The production client: Mozilla's roots only, which do not include the test root.
+    let client = DeliveryClient::new(resolver(), Duration::from_secs(5)).unwrap();
+    let error = post(&client, &format!("https://localhost:{port}/hook"))
+        .await
+        .unwrap_err();
+    assert!(
+        error.starts_with("cannot connect: ") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert!(requests.try_recv().is_err(), "the request must not be sent");
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused() {
+    let (port, _requests) = https_destination().await;
+    // The same server under a name its certificate does not carry.
+    let client = trusting_client();
+    let error = post(&client, &format!("https://elsewhere.test:{port}/hook"))
+        .await
+        .unwrap_err();
+    assert!(
+        error.starts_with("cannot connect: ") && error.contains("certificate"),
+        "{error}"
+    );
+}
