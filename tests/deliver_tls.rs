@@ -1,11 +1,12 @@
 //! Deliveries over TLS, through the delivery client the workers use: a destination whose
 //! certificate chains to a trusted root is reached (the name checked against the certificate, the
 //! resolved address against the SSRF policy); one whose root is not trusted is refused with an
-//! error that says why. The certificates are test fixtures (`tests/fixtures/tls/README.md`).
+//! error that says why; one that never finishes the handshake costs the connect timeout and its
+//! socket is closed. The certificates are test fixtures (`tests/fixtures/tls/README.md`).
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -36,28 +37,43 @@ fn pem_certs(name: &str) -> Vec<CertificateDer<'static>> {
 /// What the destination saw of one request: its path, `host` header and body.
 type Seen = (String, String, Vec<u8>);
 
-/// An HTTPS server on 127.0.0.1 with the `localhost` certificate, answering 200 "tls ok" and
-/// reporting each request. Returns its port.
-async fn https_destination() -> (u16, mpsc::UnboundedReceiver<Seen>) {
+/// An HTTPS server on 127.0.0.1.
+struct Destination {
+    port: u16,
+    /// Each request, as it arrives.
+    requests: mpsc::UnboundedReceiver<Seen>,
+    /// The ALPN protocol of each connection whose handshake completed.
+    connections: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
+}
+
+/// An HTTPS server on 127.0.0.1 with the `localhost` certificate (speaking HTTP/1.1 only),
+/// answering 200 "tls ok" and reporting each connection and request.
+async fn https_destination() -> Destination {
     let key = PrivateKeyDer::from_pem_file(format!("{FIXTURES}/localhost.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(pem_certs("localhost.pem"), key)
         .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (seen, requests) = mpsc::unbounded_channel();
+    let connections = Arc::new(Mutex::new(Vec::new()));
+    let handshakes = Arc::clone(&connections);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            let (acceptor, seen, handshakes) =
+                (acceptor.clone(), seen.clone(), Arc::clone(&handshakes));
             tokio::spawn(async move {
                 // A client that refuses the certificate ends the handshake: nothing to serve.
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                handshakes.lock().unwrap().push(alpn);
                 let service = service_fn(move |request: Request<Incoming>| {
                     let seen = seen.clone();
                     async move {
@@ -79,7 +95,11 @@ async fn https_destination() -> (u16, mpsc::UnboundedReceiver<Seen>) {
             });
         }
     });
-    (port, requests)
+    Destination {
+        port,
+        requests,
+        connections,
+    }
 }
 
 /// A resolver that knows `localhost` and `elsewhere.test`, both 127.0.0.1, under a policy that
@@ -124,7 +144,8 @@ async fn post(
 
 #[tokio::test]
 async fn a_destination_with_a_trusted_certificate_is_delivered_to_over_tls_on_one_connection() {
-    let (port, mut requests) = https_destination().await;
+    let mut destination = https_destination().await;
+    let port = destination.port;
     let client = trusting_client();
     for n in 0..3 {
         let reply = post(&client, &format!("https://localhost:{port}/hook/{n}"))
@@ -132,38 +153,94 @@ async fn a_destination_with_a_trusted_certificate_is_delivered_to_over_tls_on_on
             .unwrap();
         assert_eq!(reply.status, 200);
         assert_eq!(reply.excerpt.as_deref(), Some("tls ok"));
-        let (path, host, body) = requests.recv().await.unwrap();
+        let (path, host, body) = destination.requests.recv().await.unwrap();
         assert_eq!(path, format!("/hook/{n}"));
         assert_eq!(host, format!("localhost:{port}"));
         assert_eq!(body, br#"{"event":"meeting.started"}"#);
     }
+    // One handshake for the three (the connection was kept and reused), offering HTTP/1.1.
+    let connections = destination.connections.lock().unwrap().clone();
+    assert_eq!(connections, vec![Some(b"http/1.1".to_vec())]);
 }
 
 #[tokio::test]
 async fn a_certificate_from_an_untrusted_root_is_refused_and_nothing_is_sent() {
-    let (port, mut requests) = https_destination().await;
+    let destination = https_destination().await;
     // The production client: Mozilla's roots only, which do not include the test root.
     let client = DeliveryClient::new(resolver(), Duration::from_secs(5)).unwrap();
-    let error = post(&client, &format!("https://localhost:{port}/hook"))
-        .await
-        .unwrap_err();
+    let error = post(
+        &client,
+        &format!("https://localhost:{}/hook", destination.port),
+    )
+    .await
+    .unwrap_err();
     assert!(
         error.starts_with("cannot connect: ") && error.contains("UnknownIssuer"),
         "{error}"
     );
-    assert!(requests.try_recv().is_err(), "the request must not be sent");
+    // The client gave up during the handshake: no connection was completed to send on.
+    assert!(destination.connections.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_refused() {
-    let (port, _requests) = https_destination().await;
+    let destination = https_destination().await;
     // The same server under a name its certificate does not carry.
     let client = trusting_client();
-    let error = post(&client, &format!("https://elsewhere.test:{port}/hook"))
-        .await
-        .unwrap_err();
+    let url = format!("https://elsewhere.test:{}/hook", destination.port);
+    let error = post(&client, &url).await.unwrap_err();
     assert!(
         error.starts_with("cannot connect: ") && error.contains("certificate"),
         "{error}"
     );
+    assert!(destination.connections.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_handshake_that_never_ends_costs_the_connect_timeout_and_its_socket_is_closed() {
+    // Accepts TCP, reads whatever comes (the TLS hello) and never answers; reports when the
+    // client closed the socket.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = closed_tx.send(Instant::now());
+            });
+        }
+    });
+    let client = DeliveryClient::with_tls(
+        resolver(),
+        Duration::from_secs(1),
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    );
+    let started = Instant::now();
+    let error = post(&client, &format!("https://localhost:{port}/hook"))
+        .await
+        .unwrap_err();
+    let gave_up = started.elapsed();
+    assert!(
+        error.starts_with("cannot connect: ") && error.contains("no connection within 1 s"),
+        "{error}"
+    );
+    // The 1 s limit, not the 20 s the test allows the request as a whole.
+    assert!(gave_up < Duration::from_secs(10), "{gave_up:?}");
+    let closed_at = tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the client closed the stalled socket")
+        .unwrap();
+    assert!(closed_at.duration_since(started) >= Duration::from_millis(900));
 }

@@ -4,8 +4,14 @@
 //! - names are resolved by the SSRF guard's [`GuardedResolver`], so every address connected to
 //!   was checked (IP-literal hosts never reach a resolver: [`SsrfPolicy::check_url`] judges them
 //!   before a destination is used, see [`request_uri`]);
-//! - TLS through rustls (ring, TLS 1.2 and 1.3, Mozilla's roots from `webpki-roots`), HTTP/1.1;
-//! - connections kept per destination and reused (idle ones closed after 90 s);
+//! - TLS through rustls (ring, TLS 1.2 and 1.3, Mozilla's roots from `webpki-roots`), HTTP/1.1
+//!   (offered by ALPN);
+//! - one time limit over making a connection: resolving, TCP and the TLS handshake together (a
+//!   destination that accepts but never finishes the handshake costs the limit, not a socket
+//!   held for ever: hyper's pool keeps a connect running in the background when an idle
+//!   connection is handed out first, out of reach of the attempt's own timer);
+//! - connections kept per destination and reused (idle ones closed after 90 s; TCP keep-alive
+//!   probes every 15 s, 3 unanswered end the connection);
 //! - no redirects (hyper's client never follows one: a redirect could point anywhere) and no
 //!   proxy (nothing here reads the environment; a proxy would resolve names out of the guard's
 //!   sight).
@@ -17,18 +23,22 @@
 //!
 //! [`SsrfPolicy::check_url`]: super::ssrf::SsrfPolicy::check_url
 
+use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{DefaultServerNameResolver, HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use reqwest::Url;
+use tokio::net::TcpStream;
 
 use super::ssrf::{GuardedResolver, SsrfPolicy};
 
@@ -36,8 +46,11 @@ use super::ssrf::{GuardedResolver, SsrfPolicy};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle pooled connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// TCP keep-alive probes on pooled connections (a destination that vanished is noticed).
+/// TCP keep-alive on pooled connections, so a destination that vanished is noticed: the first
+/// probe after this much silence, then one every as long, and the connection ends after
+/// [`TCP_KEEPALIVE_RETRIES`] unanswered ones.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
 /// What a destination answered: the status, its `Retry-After` and the start of its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +65,7 @@ pub struct Reply {
 /// The client deliveries are sent with. Cloning shares the connection pool.
 #[derive(Clone)]
 pub struct DeliveryClient {
-    client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
+    client: Client<BoundedConnect, Full<Bytes>>,
 }
 
 impl DeliveryClient {
@@ -74,25 +87,29 @@ impl DeliveryClient {
     }
 
     /// [`DeliveryClient::new`] with a TLS configuration of the caller's (tests trust a root of
-    /// their own with it).
+    /// their own with it). Its ALPN protocols are replaced by `http/1.1`, the only one spoken.
     pub fn with_tls(
         resolver: GuardedResolver,
         connect_timeout: Duration,
-        tls: rustls::ClientConfig,
+        mut tls: rustls::ClientConfig,
     ) -> DeliveryClient {
         let https_only = resolver.policy().https_only();
         let mut tcp = HttpConnector::new_with_resolver(resolver);
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(connect_timeout));
         tcp.set_keepalive(Some(TCP_KEEPALIVE));
-        let tls = HttpsConnectorBuilder::new().with_tls_config(tls);
-        let tls = if https_only {
-            tls.https_only()
-        } else {
-            tls.https_or_http()
+        tcp.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = BoundedConnect {
+            inner: HttpsConnector::new(
+                tcp,
+                tls,
+                https_only,
+                Arc::new(DefaultServerNameResolver::default()),
+            ),
+            limit: connect_timeout,
         };
-        let connector = tls.enable_http1().wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
@@ -148,13 +165,68 @@ impl DeliveryClient {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The connector: hyper-rustls over hyper's TCP connector, with one time limit over all of it.
+#[derive(Clone)]
+struct BoundedConnect {
+    inner: HttpsConnector<HttpConnector<GuardedResolver>>,
+    limit: Duration,
+}
+
+/// A connection not made within the limit.
+#[derive(Debug)]
+struct ConnectTimedOut(Duration);
+
+impl fmt::Display for ConnectTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no connection within {} s (resolving, TCP and TLS)",
+            self.0.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for ConnectTimedOut {}
+
+impl tower::Service<Uri> for BoundedConnect {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        // Dropping the unfinished connect closes its socket.
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(Box::new(ConnectTimedOut(limit)) as BoxError),
+            }
+        })
+    }
+}
+
 /// The URI requests to `url` go to, once `policy` has allowed it: the checks of
 /// [`SsrfPolicy::check_url`], and a URL hyper can send (the fragment, never sent, is dropped).
 pub fn request_uri(url: &Url, policy: &SsrfPolicy) -> Result<Uri, String> {
     policy.check_url(url).map_err(|e| e.to_string())?;
-    url.as_str()
-        .parse::<Uri>()
-        .map_err(|e| format!("cannot be sent to: {e}"))
+    url.as_str().parse::<Uri>().map_err(|e| {
+        // The URL parser lets a few characters through that a request line cannot carry.
+        let sendable = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
+        match url.as_str().chars().find(|c| !sendable(*c)) {
+            Some(c) => format!(
+                "{c:?} cannot be sent in a request (percent-encode it as %{:02X})",
+                c as u32
+            ),
+            None => format!("cannot be sent: {e}"),
+        }
+    })
 }
 
 /// One line for a failed request, its causes joined, without the URL (which may hold a
@@ -196,5 +268,14 @@ mod tests {
                 .unwrap_err()
                 .contains("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn a_url_the_request_line_cannot_carry_is_refused_naming_the_character() {
+        let policy = SsrfPolicy::new(Vec::new());
+        // The URL parser accepts this host; a request cannot be made to it.
+        let url = Url::parse("https://hooks{1}.example.com/zoom").unwrap();
+        let error = request_uri(&url, &policy).unwrap_err();
+        assert!(error.contains("'{'") && error.contains("%7B"), "{error}");
     }
 }

@@ -788,7 +788,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_https_only_client_refuses_plain_http_before_connecting() {
+    async fn an_https_only_client_refuses_plain_http() {
         let port = serve_fixed(OK).await;
         let policy =
             SsrfPolicy::new(parse_allow_list("127.0.0.0/8").unwrap()).with_https_only(true);
