@@ -29,11 +29,13 @@ pub fn message(payload: &(dyn Any + Send)) -> String {
 ///
 /// Unwind safety: callers hand in work whose state is dropped with it, or state that a panic
 /// cannot leave half-updated (the pump's slots are rebuilt on restart).
-pub async fn contain<F: Future>(work: F) -> Result<F::Output, String> {
+///
+/// Not an `async fn`: that would hold `work` twice (its argument, and the future awaiting it),
+/// and a delivery's future is kilobytes, copied whenever it moves.
+pub fn contain<F: Future>(work: F) -> impl Future<Output = Result<F::Output, String>> {
     AssertUnwindSafe(work)
         .catch_unwind()
-        .await
-        .map_err(|payload| message(payload.as_ref()))
+        .map(|result| result.map_err(|payload| message(payload.as_ref())))
 }
 
 /// Runs the loop `start()` makes until it ends on its own (it watches `stop` itself); if it

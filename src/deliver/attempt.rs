@@ -44,26 +44,32 @@ pub async fn send(
         Kind::Webhook => std::mem::take(&mut claimed.body),
         Kind::Email => Vec::new(),
     };
-    let attempt = async {
-        match sub.kind {
-            Kind::Email => match &deliverer.email {
-                Some(email) => email
-                    .send(&sub.stored, &claimed)
-                    .await
-                    .map(|()| (250, None, None)),
-                None => Err("no SMTP server configured (set ZOOMHOOK_SMTP_URL)".to_owned()),
-            },
-            Kind::Webhook => {
-                send_webhook(deliverer, sub, &claimed.delivery.id, body, started_at).await
-            }
-        }
-    };
     // One bound for the whole attempt (an SMTP server can be slow at every step), well inside
     // the lease.
     let limit = Duration::from_millis(sub.stored.timeout_ms.max(1) as u64);
     // A bug hit while making the attempt (a panic) is this attempt's failure, recorded and
-    // retried like any other, not a lost outcome that would hold the delivery's slot.
-    let answer = match tokio::time::timeout(limit, crate::core::panics::contain(attempt)).await {
+    // retried like any other, not a lost outcome that would hold the delivery's slot. The
+    // attempt is built in place (not bound to a name first), so the future holds it once.
+    let answer = match tokio::time::timeout(
+        limit,
+        crate::core::panics::contain(async {
+            match sub.kind {
+                // Boxed: an SMTP conversation's future is large, and webhooks, the common case,
+                // would carry its size (copied on every move) if it were inline.
+                Kind::Email => match &deliverer.email {
+                    Some(email) => Box::pin(email.send(&sub.stored, &claimed))
+                        .await
+                        .map(|()| (250, None, None)),
+                    None => Err("no SMTP server configured (set ZOOMHOOK_SMTP_URL)".to_owned()),
+                },
+                Kind::Webhook => {
+                    send_webhook(deliverer, sub, &claimed.delivery.id, body, started_at).await
+                }
+            }
+        }),
+    )
+    .await
+    {
         Ok(Ok(answer)) => answer,
         Ok(Err(panic)) => {
             tracing::error!(delivery = %claimed.delivery.id, %panic, "a delivery attempt panicked");

@@ -553,10 +553,17 @@ impl Pump {
             );
             let lease_until = w.lease_until;
             crate::metrics::spawn(async move {
-                let sent = attempt::send(&deliverer, &sub, delivery, lease_until);
                 // The pump frees the slot once the outcome is stored, or at once if the task
-                // has none to give.
-                let finished = match crate::core::panics::contain(sent).await {
+                // has none to give. (The send is built in place: bound to a name first, the
+                // task's future would hold it twice.)
+                let finished = match crate::core::panics::contain(attempt::send(
+                    &deliverer,
+                    &sub,
+                    delivery,
+                    lease_until,
+                ))
+                .await
+                {
                     Ok(completion) => Finished::Completed(completion),
                     Err(panic) => {
                         tracing::error!(subscription = %sub.stored.id, %panic, "judging a delivery attempt panicked; the delivery is retried when its lease expires");
