@@ -15,6 +15,11 @@
 //! With `ZOOMHOOK_BENCH_PG` set to a PostgreSQL server's URL (`postgres://postgres@127.0.0.1:5432`),
 //! the backlog is kept in a fresh database there (created, and dropped at the end) instead of SQLite.
 //! `ZOOMHOOK_BENCH_MAX_IN_FLIGHT` sets the subscription's `max_in_flight` (default 64).
+//!
+//! With a server built with `--features count-allocations`, `allocations_per_delivery` is the
+//! server's allocations (`zoomhook_allocations_total`, read from `/metrics` when it starts
+//! listening and once the backlog is drained) over the deliveries made in between; `null` with
+//! any other build.
 
 use std::convert::Infallible;
 use std::process::{Command, Stdio};
@@ -260,6 +265,10 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let started = Instant::now();
+    let allocations_before = (
+        allocations(&client, &listen).await,
+        sink.received.load(Ordering::Relaxed),
+    );
     while sink.received.load(Ordering::Relaxed) - before < events as u64
         && started.elapsed() < Duration::from_secs(600)
     {
@@ -267,6 +276,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let drain_secs = started.elapsed().as_secs_f64();
     let delivered = sink.received.load(Ordering::Relaxed) - before;
+    let allocations_per_delivery = match (allocations_before, allocations(&client, &listen).await) {
+        ((Some(a0), d0), Some(a1)) => {
+            let made = sink
+                .received
+                .load(Ordering::Relaxed)
+                .saturating_sub(d0)
+                .max(1);
+            format!("{:.1}", a1.saturating_sub(a0) as f64 / made as f64)
+        }
+        _ => "null".to_owned(),
+    };
     let drain_rss = peak_rss_mib(pid);
     eprintln!("drained {delivered} in {drain_secs:.1}s, peak RSS {drain_rss:.1} MiB");
     let drain_rate = delivered as f64 / drain_secs;
@@ -312,7 +332,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
     println!(
-        "{{\"backend\": \"{}\", \"events\": {events}, \"sink_per_sec\": {sink_rate:.0}, \"sink_before\": {sink_before:.0}, \"sink_after\": {sink_after:.0}, \"delivered\": {delivered}, \"deliveries_per_sec\": {drain_rate:.0}, \"ratio\": {:.3}, \"ratio_range\": [{:.3}, {:.3}], \"peak_rss_mib\": {drain_rss:.1}, \"delay_samples\": {}, \"delay_p50_ms\": {}, \"delay_p99_ms\": {}, \"simulate_ok\": {}}}",
+        "{{\"backend\": \"{}\", \"events\": {events}, \"sink_per_sec\": {sink_rate:.0}, \"sink_before\": {sink_before:.0}, \"sink_after\": {sink_after:.0}, \"delivered\": {delivered}, \"deliveries_per_sec\": {drain_rate:.0}, \"ratio\": {:.3}, \"ratio_range\": [{:.3}, {:.3}], \"peak_rss_mib\": {drain_rss:.1}, \"delay_samples\": {}, \"delay_p50_ms\": {}, \"delay_p99_ms\": {}, \"simulate_ok\": {}, \"allocations_per_delivery\": {allocations_per_delivery}}}",
         if pg.is_some() { "postgres" } else { "sqlite" },
         drain_rate / sink_rate,
         drain_rate / sink_before.max(sink_after),
@@ -323,6 +343,21 @@ async fn main() -> anyhow::Result<()> {
         status.success()
     );
     Ok(())
+}
+
+/// The server's `zoomhook_allocations_total`, if its build counts allocations.
+async fn allocations(client: &reqwest::Client, listen: &str) -> Option<u64> {
+    let text = client
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("zoomhook_allocations_total "))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Appends `batch`, waiting and trying again while the store answers "unavailable" — what a

@@ -7,8 +7,24 @@ use zoomhook::config::LogFormat;
 /// With `--features jemalloc`, the server's own memory comes from jemalloc (SQLite's stays with
 /// the C library's malloc, tuned in `server::memory`). Why it is not the default: docs/deploy.md.
 #[cfg(feature = "jemalloc")]
+type Allocator = tikv_jemallocator::Jemalloc;
+#[cfg(feature = "jemalloc")]
+const ALLOCATOR: Allocator = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "count-allocations", not(feature = "jemalloc")))]
+type Allocator = std::alloc::System;
+#[cfg(all(feature = "count-allocations", not(feature = "jemalloc")))]
+const ALLOCATOR: Allocator = std::alloc::System;
+
+#[cfg(all(feature = "jemalloc", not(feature = "count-allocations")))]
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: Allocator = ALLOCATOR;
+
+/// With `--features count-allocations`, every allocation is counted on its way to the build's
+/// allocator (`zoomhook_allocations_total` on `/metrics`; see `core::alloc_count`).
+#[cfg(feature = "count-allocations")]
+#[global_allocator]
+static GLOBAL: zoomhook::core::alloc_count::Counting<Allocator> =
+    zoomhook::core::alloc_count::Counting(ALLOCATOR);
 
 fn main() -> std::process::ExitCode {
     // Before any thread starts: arenas are created per thread.

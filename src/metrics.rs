@@ -23,6 +23,7 @@
 //! | `zoomhook_stream_clients` | gauge | WebSocket stream clients connected |
 //! | `zoomhook_stream_frames_total` | counter | event frames handed to stream clients |
 //! | `zoomhook_stream_disconnects_total` | counter | `reason` (client_closed, slow_consumer, ping_timeout, server_stopping, store_error) |
+//! | `zoomhook_allocations_total` | counter | every allocation of the process; only in the `count-allocations` build |
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -140,7 +141,14 @@ impl ServerMetrics {
 
     /// `/metrics` in the Prometheus text format.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        // Process-wide, and only in the `count-allocations` build (see `core::alloc_count`).
+        if let Some(allocations) = crate::core::alloc_count::allocations() {
+            text.push_str(&format!(
+                "# TYPE zoomhook_allocations_total counter\nzoomhook_allocations_total {allocations}\n"
+            ));
+        }
+        text
     }
 
     /// Drains histogram samples into their buckets; run periodically so memory stays bounded
