@@ -29,6 +29,7 @@ both_backends!(
     settle_and_claim_refills_the_slots_its_outcomes_free,
     settle_and_claim_keeps_entity_order_and_the_failure_clock,
     event_heads_are_the_log_in_seq_order_without_bodies,
+    queue_stats_count_deliveries_waiting_and_being_sent_and_not_finished_ones,
 );
 
 /// A claim of up to 10 deliveries at `now`, leased for a second.
@@ -995,4 +996,38 @@ async fn a_pass_refused_halfway_writes_nothing_and_the_next_one_works() {
         (counts.succeeded, counts.delivering, counts.pending),
         (1, 3, 0)
     );
+}
+
+/// The queue gauges: deliveries waiting and being sent count, finished ones do not, and the
+/// oldest open one is found whichever status it has.
+async fn queue_stats_count_deliveries_waiting_and_being_sent_and_not_finished_ones(db: TestDb) {
+    let store = db.open_store().await;
+    let sub = stored_subscription(store.as_ref()).await;
+    let empty = store.queue_stats().await.unwrap();
+    assert_eq!((empty.depth, empty.oldest_pending), (0, None));
+    store
+        .append_batch((1..=3).map(|n| meeting_event(n, 0)).collect(), WEEK_MS)
+        .await
+        .unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let queued = store.queue_stats().await.unwrap();
+    assert_eq!(queued.depth, 3);
+    let oldest = queued.oldest_pending.expect("an oldest open delivery");
+
+    // Two being sent (one claim, max in flight 2), one waiting: all three open.
+    let t = zoomhook::core::clock::now_millis() + 1_000;
+    let sending = store.claim(&request(&sub, false, 2, t)).await.unwrap();
+    assert_eq!(sending.len(), 2);
+    let open = store.queue_stats().await.unwrap();
+    assert_eq!((open.depth, open.oldest_pending), (3, Some(oldest)));
+
+    // One succeeds, one fails for good: only the one still waiting is left.
+    let done = vec![
+        outcome(&sub, &sending[0], t, Next::Succeeded, 200),
+        outcome(&sub, &sending[1], t, Next::Failed, 400),
+    ];
+    store.complete(done, t + 1).await.unwrap();
+    let left = store.queue_stats().await.unwrap();
+    assert_eq!(left.depth, 1);
+    assert!(left.oldest_pending.is_some_and(|at| at >= oldest));
 }

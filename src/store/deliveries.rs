@@ -428,9 +428,14 @@ pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, subscripti
 
 /// Sets or clears the ordering key of a subscription's open deliveries after its ordering
 /// changed: `$1` subscription id, `$2` its ordering now. (PostgreSQL; SQLite runs it per status.)
+/// The open deliveries are found per status, each a range of the partial index that holds it
+/// (`status IN (…)` would walk every delivery the subscription has, finished ones included).
 pub(crate) const REKEY_OPEN_DELIVERIES: &str =
     "UPDATE deliveries SET order_key = CASE WHEN CAST($2 AS TEXT) = 'entity' THEN entity END
-    WHERE subscription_id = $1 AND status IN ('pending', 'delivering')";
+    WHERE id IN (
+        SELECT id FROM deliveries WHERE subscription_id = $1 AND status = 'pending'
+        UNION ALL
+        SELECT id FROM deliveries WHERE subscription_id = $1 AND status = 'delivering')";
 
 /// Gives open deliveries of entity-ordered subscriptions that have none their ordering key (as
 /// state migration 11 does; for deliveries copied in from a database that predates it).
@@ -473,10 +478,14 @@ pub(crate) const DISABLE_FAILING: &str =
     "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, updated_at = $3, revision = revision + 1
     WHERE id = $1 AND enabled = 1 AND failing_since IS NOT NULL AND failing_since <= $4";
 
-/// The open deliveries and the oldest one's creation (PostgreSQL; SQLite counts through its
-/// partial indexes instead).
-pub(crate) const QUEUE_STATS: &str =
-    "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status IN ('pending', 'delivering')";
+/// The open deliveries and the oldest one's creation (PostgreSQL; SQLite has its own), counted
+/// per status so each count reads the partial index that holds that status
+/// (`deliveries_pending`, `deliveries_in_flight`), not every delivery kept until purged.
+pub(crate) const QUEUE_STATS: &str = "SELECT
+        (SELECT COUNT(*) FROM deliveries WHERE status = 'pending')
+          + (SELECT COUNT(*) FROM deliveries WHERE status = 'delivering'),
+        LEAST((SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'),
+              (SELECT MIN(created_at) FROM deliveries WHERE status = 'delivering'))";
 
 /// A subscription's deliveries: `$1` subscription, `$2` status or NULL, `$3` before seq, `$4` limit.
 pub(crate) fn list_deliveries_sql() -> String {
@@ -500,21 +509,30 @@ pub(crate) const IN_ENTITY_ORDER: &str =
                 WHERE e.subscription_id = d.subscription_id AND e.order_key = d.order_key
                   AND e.event_seq < d.event_seq AND e.status IN ('pending', 'delivering')))";
 
-/// Candidates for a claim on PostgreSQL, locked: due (pending, or being sent under a lease that
-/// ran out), and with entity ordering only the oldest open delivery of each entity. Written so
-/// that the partial index `deliveries_due` serves it in order and the `LIMIT` stops the scan
-/// early (a delivery being sent keeps the `next_attempt_at` it was due at). `$1` subscription,
-/// `$2` now, `$3` entity ordering (0/1), `$4` limit. (SQLite's is `sqlite::deliveries`'s own.)
+/// Candidates for a claim on PostgreSQL, locked, as the common table expressions `waiting`,
+/// `expired` and `picked` (the ids): due deliveries waiting to be sent (from `deliveries_pending`)
+/// and those being sent under a lease that ran out (from `deliveries_in_flight`), oldest due
+/// first, and with entity ordering only the oldest open delivery of each entity. Each part is a
+/// range of its partial index that the `LIMIT` stops early; neither walks past deliveries being
+/// sent. (PostgreSQL refuses `FOR UPDATE` on a `UNION`, so each part locks its own rows; the few
+/// an expired part locks and `picked` leaves are skipped by other instances until this
+/// transaction ends.) `$1` subscription, `$2` now, `$3` entity ordering (0/1), `$4` limit.
+/// (SQLite's is `sqlite::deliveries`'s own.)
 pub(crate) fn claim_candidates_sql() -> String {
     format!(
-        "SELECT d.id FROM deliveries d
-         WHERE d.subscription_id = $1
-           AND d.status IN ('pending', 'delivering')
-           AND d.next_attempt_at <= $2
-           AND (d.status = 'pending' OR d.locked_until < $2)
-           AND {IN_ENTITY_ORDER}
-         ORDER BY d.next_attempt_at
-         LIMIT $4 FOR UPDATE SKIP LOCKED"
+        "waiting AS (
+            SELECT d.id, d.next_attempt_at FROM deliveries d
+            WHERE d.subscription_id = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
+              AND {IN_ENTITY_ORDER}
+            ORDER BY d.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED),
+         expired AS (
+            SELECT d.id, d.next_attempt_at FROM deliveries d
+            WHERE d.subscription_id = $1 AND d.status = 'delivering' AND d.locked_until < $2
+              AND d.next_attempt_at <= $2 AND {IN_ENTITY_ORDER}
+            ORDER BY d.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED),
+         picked AS (
+            SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM expired) due
+            ORDER BY next_attempt_at LIMIT $4)"
     )
 }
 

@@ -212,6 +212,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "delivery_order_key",
         sql: include_str!("../../migrations/postgres/0011_delivery_order_key.sql"),
     },
+    Migration {
+        version: 12,
+        name: "delivery_pending_index",
+        sql: include_str!("../../migrations/postgres/0012_delivery_pending_index.sql"),
+    },
 ];
 
 /// The table that records applied versions (same DDL on both backends).

@@ -116,7 +116,7 @@ pub(crate) const RELAXED_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 /// and read back with their events' bodies, in log order.
 static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH picked AS ({}),
+        "WITH {},
          marked AS (
             UPDATE deliveries SET status = 'delivering', locked_until = $5, updated_at = $2
             FROM picked WHERE deliveries.id = picked.id RETURNING deliveries.*)
