@@ -98,6 +98,9 @@ impl DeliveryClient {
         let mut tcp = HttpConnector::new_with_resolver(resolver);
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
+        // Also per address, as well as over the whole connect below: hyper divides this among a
+        // name's addresses, so one that drops SYNs leaves time for the next.
+        tcp.set_connect_timeout(Some(connect_timeout));
         tcp.set_keepalive(Some(TCP_KEEPALIVE));
         tcp.set_keepalive_interval(Some(TCP_KEEPALIVE));
         tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
@@ -218,14 +221,15 @@ impl tower::Service<Uri> for BoundedConnect {
 pub fn request_uri(url: &Url, policy: &SsrfPolicy) -> Result<Uri, String> {
     policy.check_url(url).map_err(|e| e.to_string())?;
     url.as_str().parse::<Uri>().map_err(|e| {
-        // The URL parser lets a few characters through that a request line cannot carry.
+        // The URL parser lets a few characters through that a request cannot carry (`{` in a
+        // host); name the first such one when a character is what was refused.
+        let text = e.to_string();
         let sendable = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
         match url.as_str().chars().find(|c| !sendable(*c)) {
-            Some(c) => format!(
-                "{c:?} cannot be sent in a request (percent-encode it as %{:02X})",
-                c as u32
-            ),
-            None => format!("cannot be sent: {e}"),
+            Some(c) if text.contains("character") => {
+                format!("cannot be sent: it holds {c:?}, which a request cannot carry")
+            }
+            _ => format!("cannot be sent: {text}"),
         }
     })
 }
@@ -277,6 +281,17 @@ mod tests {
         // The URL parser accepts this host; a request cannot be made to it.
         let url = Url::parse("https://hooks{1}.example.com/zoom").unwrap();
         let error = request_uri(&url, &policy).unwrap_err();
-        assert!(error.contains("'{'") && error.contains("%7B"), "{error}");
+        assert!(error.contains("'{'"), "{error}");
+        // Refused for its length, not for a character in it: said so.
+        let long = Url::parse(&format!(
+            "https://hooks.example.com/?x=|&{}",
+            "a".repeat(70_000)
+        ))
+        .unwrap();
+        let error = request_uri(&long, &policy).unwrap_err();
+        assert!(
+            error.contains("too long") && !error.contains("'|'"),
+            "{error}"
+        );
     }
 }
