@@ -12,30 +12,38 @@ target=$(cargo metadata --format-version 1 --no-deps --locked \
 bin=$target/debug/zoomhook
 dir=$(mktemp -d)
 pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+stop() {
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$dir" || true
+}
+trap stop EXIT
+fail() {
+    cat "$dir/serve.log" >&2 || true
+    echo "check-count-allocations: $1" >&2
+    exit 1
+}
 cd "$dir"
-# The embedded SQLite whatever the environment says, a port of its own.
+# The embedded SQLite whatever the environment says, a port of its own, and a bound on its life
+# so a hang fails CI instead of stalling it.
 env -u ZOOMHOOK_DATABASE_URL -u ZOOMHOOK_CONFIG ZOOM_WEBHOOK_SECRET_TOKEN=check \
     ZOOMHOOK_ADMIN_TOKEN=zh_check_admin_token_0123456789 ZOOMHOOK_LOG=info \
-    "$bin" serve --listen 127.0.0.1:0 > serve.log 2>&1 &
+    timeout 120 "$bin" serve --listen 127.0.0.1:0 > serve.log 2>&1 &
 pid=$!
 listen=""
 for _ in $(seq 1 300); do
     listen=$(grep -o 'listen=[0-9.:]*' serve.log | head -1 | cut -d= -f2 || true)
-    [ -n "$listen" ] && curl -sf "http://$listen/readyz" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || break
+    [ -n "$listen" ] && curl -sf --max-time 5 "http://$listen/readyz" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || fail "the server exited"
     sleep 0.1
 done
-if [ -z "$listen" ]; then
-    cat serve.log >&2
-    echo "check-count-allocations: the server did not start" >&2
-    exit 1
-fi
-count() { curl -sf "http://$listen/metrics" | sed -n 's/^zoomhook_allocations_total //p'; }
-first=$(count)
-second=$(count)
+[ -n "$listen" ] || fail "the server did not start listening"
+count() { curl -sf --max-time 5 "http://$listen/metrics" | sed -n 's/^zoomhook_allocations_total //p'; }
+first=$(count || true)
+second=$(count || true)
 if ! [[ "$first" =~ ^[0-9]+$ && "$second" =~ ^[0-9]+$ ]] || [ "$second" -le "$first" ] || [ "$first" -eq 0 ]; then
-    echo "check-count-allocations: zoomhook_allocations_total read '$first' then '$second'" >&2
-    exit 1
+    fail "zoomhook_allocations_total read '$first' then '$second'"
 fi
 echo "check-count-allocations: zoomhook_allocations_total $first, then $second"

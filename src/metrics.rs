@@ -23,7 +23,7 @@
 //! | `zoomhook_stream_clients` | gauge | WebSocket stream clients connected |
 //! | `zoomhook_stream_frames_total` | counter | event frames handed to stream clients |
 //! | `zoomhook_stream_disconnects_total` | counter | `reason` (client_closed, slow_consumer, ping_timeout, server_stopping, store_error) |
-//! | `zoomhook_allocations_total` | counter | every allocation of the process; only in the `count-allocations` build |
+//! | `zoomhook_allocations_total` | counter | Rust allocations of the process (not SQLite's own); only in the `count-allocations` build |
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

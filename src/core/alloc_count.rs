@@ -1,8 +1,12 @@
 //! Counting allocations, for the `count-allocations` build (`cargo build --release --features
-//! count-allocations`): the binary's global allocator is [`Counting`], and `/metrics` shows every
-//! allocation the process has made as `zoomhook_allocations_total`. `bench/deliver` divides it by
+//! count-allocations`): the binary's global allocator is [`Counting`], and `/metrics` shows the
+//! allocations made through it as `zoomhook_allocations_total`. `bench/deliver` divides it by
 //! the deliveries it drained. Allocations per unit of work is a measure this shared machine's
 //! noise does not move, unlike a rate, so work on allocations can be shown and reviewed with it.
+//!
+//! What it counts: Rust's allocations (zoomhook and every Rust crate, `tokio-postgres` included).
+//! Not the bundled SQLite's, which calls the C library's `malloc` directly — so the counts of the
+//! two backends are not like for like, and work inside SQLite does not show here.
 //!
 //! One relaxed atomic add per allocation, on a counter all threads share: a little slower than
 //! the default build, which is why it is a build of its own.
