@@ -34,6 +34,31 @@ fn pem_certs(name: &str) -> Vec<CertificateDer<'static>> {
         .unwrap()
 }
 
+/// A server's TLS configuration with the fixture's `localhost` certificate.
+fn localhost_tls() -> rustls::ServerConfig {
+    let key = PrivateKeyDer::from_pem_file(format!("{FIXTURES}/localhost.key")).unwrap();
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pem_certs("localhost.pem"), key)
+        .unwrap()
+}
+
+/// Reads whatever `tcp` brings (a TLS hello) and never answers; reports when the client closed it.
+fn never_answer(mut tcp: tokio::net::TcpStream, closed: mpsc::UnboundedSender<Instant>) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = closed.send(Instant::now());
+    });
+}
+
 /// What the destination saw of one request: its path, `host` header and body.
 type Seen = (String, String, Vec<u8>);
 
@@ -49,13 +74,7 @@ struct Destination {
 /// An HTTPS server on 127.0.0.1 with the `localhost` certificate (speaking HTTP/1.1 only),
 /// answering 200 "tls ok" and reporting each connection and request.
 async fn https_destination() -> Destination {
-    let key = PrivateKeyDer::from_pem_file(format!("{FIXTURES}/localhost.key")).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(pem_certs("localhost.pem"), key)
-        .unwrap();
+    let mut config = localhost_tls();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -206,18 +225,8 @@ async fn a_handshake_that_never_ends_costs_the_connect_timeout_and_its_socket_is
     let port = listener.local_addr().unwrap().port();
     let (closed_tx, mut closed) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let closed_tx = closed_tx.clone();
-            tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = tcp.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let _ = closed_tx.send(Instant::now());
-            });
+        while let Ok((tcp, _)) = listener.accept().await {
+            never_answer(tcp, closed_tx.clone());
         }
     });
     let client = DeliveryClient::with_tls(
@@ -253,14 +262,7 @@ async fn a_handshake_that_never_ends_costs_the_connect_timeout_and_its_socket_is
 /// for every burst of deliveries.
 #[tokio::test]
 async fn a_connect_left_running_in_the_background_ends_at_the_connect_limit() {
-    let key = PrivateKeyDer::from_pem_file(format!("{FIXTURES}/localhost.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(pem_certs("localhost.pem"), key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(localhost_tls()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     // The first connection is served; every later one gets no answer to its TLS hello, and the
@@ -268,7 +270,7 @@ async fn a_connect_left_running_in_the_background_ends_at_the_connect_limit() {
     let (closed_tx, mut closed) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut first = true;
-        while let Ok((mut tcp, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
             if std::mem::take(&mut first) {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -286,17 +288,7 @@ async fn a_connect_left_running_in_the_background_ends_at_the_connect_limit() {
                         .await;
                 });
             } else {
-                let closed_tx = closed_tx.clone();
-                tokio::spawn(async move {
-                    use tokio::io::AsyncReadExt;
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = tcp.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                    let _ = closed_tx.send(Instant::now());
-                });
+                never_answer(tcp, closed_tx.clone());
             }
         }
     });
