@@ -1005,29 +1005,48 @@ async fn queue_stats_count_deliveries_waiting_and_being_sent_and_not_finished_on
     let sub = stored_subscription(store.as_ref()).await;
     let empty = store.queue_stats().await.unwrap();
     assert_eq!((empty.depth, empty.oldest_pending), (0, None));
+    // One delivery queued first; two more a little later (a fan-out stamps its batch with one
+    // time, so they are two batches).
     store
-        .append_batch((1..=3).map(|n| meeting_event(n, 0)).collect(), WEEK_MS)
+        .append_batch(vec![meeting_event(1, 0)], WEEK_MS)
+        .await
+        .unwrap();
+    fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
+    let first = store.queue_stats().await.unwrap();
+    assert_eq!(first.depth, 1);
+    let oldest = first.oldest_pending.expect("an oldest open delivery");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store
+        .append_batch((2..=3).map(|n| meeting_event(n, 0)).collect(), WEEK_MS)
         .await
         .unwrap();
     fanout::fan_out_batch(store.as_ref(), 100).await.unwrap();
     let queued = store.queue_stats().await.unwrap();
-    assert_eq!(queued.depth, 3);
-    let oldest = queued.oldest_pending.expect("an oldest open delivery");
+    assert_eq!((queued.depth, queued.oldest_pending), (3, Some(oldest)));
 
-    // Two being sent (one claim, max in flight 2), one waiting: all three open.
+    // The oldest is being sent (max in flight 1), the other two wait: all three open, and the
+    // oldest is still the one being sent.
     let t = zoomhook::core::clock::now_millis() + 1_000;
-    let sending = store.claim(&request(&sub, false, 2, t)).await.unwrap();
-    assert_eq!(sending.len(), 2);
+    let sending = store.claim(&request(&sub, false, 1, t)).await.unwrap();
+    assert_eq!(sending.len(), 1);
+    assert_eq!(sending[0].delivery.created_at, oldest);
     let open = store.queue_stats().await.unwrap();
     assert_eq!((open.depth, open.oldest_pending), (3, Some(oldest)));
 
-    // One succeeds, one fails for good: only the one still waiting is left.
-    let done = vec![
-        outcome(&sub, &sending[0], t, Next::Succeeded, 200),
-        outcome(&sub, &sending[1], t, Next::Failed, 400),
-    ];
+    // It succeeds: the two later ones are left, and the oldest open one is now theirs.
+    let done = vec![outcome(&sub, &sending[0], t, Next::Succeeded, 200)];
     store.complete(done, t + 1).await.unwrap();
     let left = store.queue_stats().await.unwrap();
-    assert_eq!(left.depth, 1);
-    assert!(left.oldest_pending.is_some_and(|at| at >= oldest));
+    assert_eq!(left.depth, 2);
+    assert!(
+        left.oldest_pending.is_some_and(|at| at > oldest),
+        "{left:?}"
+    );
+
+    // One of them fails for good: finished, no longer counted.
+    let sending = store.claim(&request(&sub, false, 1, t + 2)).await.unwrap();
+    assert_eq!(sending.len(), 1);
+    let done = vec![outcome(&sub, &sending[0], t + 2, Next::Failed, 400)];
+    store.complete(done, t + 3).await.unwrap();
+    assert_eq!(store.queue_stats().await.unwrap().depth, 1);
 }

@@ -514,9 +514,12 @@ pub(crate) const IN_ENTITY_ORDER: &str =
 /// and those being sent under a lease that ran out (from `deliveries_in_flight`), oldest due
 /// first, and with entity ordering only the oldest open delivery of each entity. Each part is a
 /// range of its partial index that the `LIMIT` stops early; neither walks past deliveries being
-/// sent. (PostgreSQL refuses `FOR UPDATE` on a `UNION`, so each part locks its own rows; the few
-/// an expired part locks and `picked` leaves are skipped by other instances until this
-/// transaction ends.) `$1` subscription, `$2` now, `$3` entity ordering (0/1), `$4` limit.
+/// sent. PostgreSQL refuses `FOR UPDATE` on a `UNION`, so each part runs to its end and locks its
+/// own rows: up to `$4` each, and `picked` may leave some locked (usually pending ones, as an
+/// expired delivery keeps the older due time it was claimed at) until the pass commits. Other
+/// claims of the subscription wait for the pass's advisory lock anyway; only a retry, replay,
+/// re-key or delete of those rows waits for it. `$1` subscription, `$2` now, `$3` entity
+/// ordering (0/1), `$4` limit.
 /// (SQLite's is `sqlite::deliveries`'s own.)
 pub(crate) fn claim_candidates_sql() -> String {
     format!(

@@ -217,6 +217,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "delivery_pending_index",
         sql: include_str!("../../migrations/postgres/0012_delivery_pending_index.sql"),
     },
+    Migration {
+        version: 13,
+        name: "drop_delivery_due_index",
+        sql: include_str!("../../migrations/postgres/0013_drop_delivery_due_index.sql"),
+    },
 ];
 
 /// The table that records applied versions (same DDL on both backends).
