@@ -277,3 +277,41 @@ async fn hostile_keys_in_one_batch_commit_and_still_dedupe() {
     }
     assert_eq!(store.head_seq().await.expect("head"), 3);
 }
+
+/// The keys the append indexes compare byte by byte (migration 14), whatever the database's
+/// default collation: under a locale's collation every index comparison on the append's path
+/// goes through `strcoll`. Checked on the indexes themselves, which are what the comparisons
+/// use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_the_append_indexes_compare_bytewise() {
+    let db = TestDb::postgres().await;
+    let _store = db.open_store().await;
+    let client = db.pg_client().await;
+    let rows = client
+        .query(
+            "SELECT i.indexrelid::regclass::text, coll.collname
+               FROM pg_index i
+               CROSS JOIN LATERAL unnest(i.indcollation::oid[]) AS c(oid)
+               JOIN pg_collation coll ON coll.oid = c.oid
+              WHERE i.indrelid IN ('events'::regclass, 'dedupe_keys'::regclass)
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("index collations");
+    let collations: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for index in [
+        "dedupe_keys_pkey",
+        "events_event",
+        "events_id_key",
+        "events_object_id",
+        "events_object_uuid",
+    ] {
+        let of_index: Vec<&str> = collations
+            .iter()
+            .filter(|(name, _)| name == index)
+            .map(|(_, coll)| coll.as_str())
+            .collect();
+        assert_eq!(of_index, ["C"], "{index}: {collations:?}");
+    }
+}

@@ -222,6 +222,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "drop_delivery_due_index",
         sql: include_str!("../../migrations/postgres/0013_drop_delivery_due_index.sql"),
     },
+    Migration {
+        version: 14,
+        name: "key_collation",
+        sql: include_str!("../../migrations/postgres/0014_key_collation.sql"),
+    },
 ];
 
 /// The table that records applied versions (same DDL on both backends).

@@ -9,7 +9,8 @@
 //!    every dedupe key of the batch (`key = ANY($1)`) — one round trip;
 //! 2. [`plan_batch`] decides on the client which events are new and which `seq` each gets;
 //! 3. insert every new event (`INSERT … SELECT * FROM UNNEST(…)`), advance the head and notify,
-//!    upsert every new dedupe key (one `UNNEST` statement), `COMMIT` — one round trip, which ends
+//!    insert the keys the lookup did not find and take over the expired ones it found (one
+//!    `UNNEST` statement each), `COMMIT` — one round trip, which ends
 //!    when the WAL holding the commit is flushed (`synchronous_commit = on`).
 //!
 //! Why the head row is still locked, and why for exactly this long, is in `docs/postgres-log.md`:
@@ -22,11 +23,11 @@
 //! closed, never handed back to the pool: the next commit must not start inside someone else's
 //! half-finished transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
-use futures_util::future::{try_join, try_join3};
+use futures_util::future::try_join3;
 use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
@@ -67,9 +68,18 @@ const INSERT_EVENTS: &str = "INSERT INTO events (seq, id, source, event, event_t
 const ADVANCE_HEAD: &str =
     "WITH head AS (UPDATE log_head SET seq = $1) SELECT pg_notify('zoomhook_log', '')";
 
-/// A key that exists but has expired is taken over; a live one cannot exist (the plan was made
-/// under the lock from the live keys), so `WHERE` never skips a key the plan counted on.
-const UPSERT_KEYS: &str = "INSERT INTO dedupe_keys (key, event_id, seq, expires_at)
+/// Keys the lookup did not find. No row can have appeared since: only a holder of the head lock
+/// adds keys. A plain insert, because an `ON CONFLICT` insert probes the key's index once more
+/// before inserting (measured: ~25 % of the keys' cost, bench/RESULTS.md 2026-12-07). Should a
+/// key exist after all, the unique index refuses it and the whole batch rolls back — never a
+/// second owner for a key.
+const INSERT_KEYS: &str = "INSERT INTO dedupe_keys (key, event_id, seq, expires_at)
+    SELECT k, e, s, $4 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(k, e, s)";
+
+/// Keys the lookup found expired are taken over; a live one cannot exist (the plan was made
+/// under the lock from the live keys), so `WHERE` never skips a key the plan counted on. A key
+/// the retention purge deleted meanwhile is inserted.
+const TAKE_OVER_KEYS: &str = "INSERT INTO dedupe_keys (key, event_id, seq, expires_at)
     SELECT k, e, s, $4 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(k, e, s)
     ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, seq = excluded.seq, expires_at = excluded.expires_at
     WHERE dedupe_keys.expires_at <= $5";
@@ -109,7 +119,8 @@ struct Statements {
     lookup_keys: Statement,
     insert_events: Statement,
     advance_head: Statement,
-    upsert_keys: Statement,
+    insert_keys: Statement,
+    take_over_keys: Statement,
 }
 
 impl Statements {
@@ -121,9 +132,10 @@ impl Statements {
             client.prepare_cached(INSERT_EVENTS),
         )
         .await?;
-        let (advance_head, upsert_keys) = try_join(
+        let (advance_head, insert_keys, take_over_keys) = try_join3(
             client.prepare_cached(ADVANCE_HEAD),
-            client.prepare_cached(UPSERT_KEYS),
+            client.prepare_cached(INSERT_KEYS),
+            client.prepare_cached(TAKE_OVER_KEYS),
         )
         .await?;
         Ok(Statements {
@@ -131,7 +143,8 @@ impl Statements {
             lookup_keys,
             insert_events,
             advance_head,
-            upsert_keys,
+            insert_keys,
+            take_over_keys,
         })
     }
 }
@@ -154,14 +167,18 @@ async fn commit(
     )
     .await?;
     let mut live_keys = HashMap::with_capacity(live.len());
+    let mut expired_keys = HashSet::new();
     for row in &live {
+        let key: String = row.try_get(0)?;
         let expires_at: i64 = row.try_get(3)?;
         if expires_at > now {
             let owner = KeyOwner {
                 event_id: row.try_get(1)?,
                 seq: row.try_get(2)?,
             };
-            live_keys.insert(row.try_get(0)?, owner);
+            live_keys.insert(key, owner);
+        } else {
+            expired_keys.insert(key);
         }
     }
     let plan = plan_batch(batch, head.try_get(0)?, live_keys);
@@ -170,9 +187,12 @@ async fn commit(
     for &(index, seq) in &plan.inserts {
         columns.push(seq, &batch[index]);
     }
-    let key_names: Vec<&str> = plan.keys.iter().map(|(k, _)| k.as_str()).collect();
-    let owners: Vec<&str> = plan.keys.iter().map(|(_, o)| o.event_id.as_str()).collect();
-    let seqs: Vec<i64> = plan.keys.iter().map(|(_, o)| o.seq).collect();
+    let (taken_over, new_keys): (Vec<_>, Vec<_>) = plan
+        .keys
+        .iter()
+        .partition(|(key, _)| expired_keys.contains(key));
+    let new_keys = KeyColumns::of(&new_keys);
+    let taken_over = KeyColumns::of(&taken_over);
     let expires_at = now.saturating_add(dedupe_window_ms);
 
     // Round trip 2: the writes and the commit, back to back. If a write fails the transaction is
@@ -194,20 +214,60 @@ async fn commit(
         }
         Ok::<_, tokio_postgres::Error>(())
     };
-    let upsert = async {
-        if !plan.keys.is_empty() {
+    let insert_keys = async {
+        if !new_keys.key.is_empty() {
             client
                 .execute(
-                    &statements.upsert_keys,
-                    &[&key_names, &owners, &seqs, &expires_at, &now],
+                    &statements.insert_keys,
+                    &[&new_keys.key, &new_keys.owner, &new_keys.seq, &expires_at],
                 )
                 .await?;
         }
         Ok::<_, tokio_postgres::Error>(())
     };
-    futures_util::future::try_join4(inserts, advance, upsert, client.batch_execute("COMMIT"))
-        .await?;
+    let take_over_keys = async {
+        if !taken_over.key.is_empty() {
+            client
+                .execute(
+                    &statements.take_over_keys,
+                    &[
+                        &taken_over.key,
+                        &taken_over.owner,
+                        &taken_over.seq,
+                        &expires_at,
+                        &now,
+                    ],
+                )
+                .await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
+    futures_util::future::try_join5(
+        inserts,
+        advance,
+        insert_keys,
+        take_over_keys,
+        client.batch_execute("COMMIT"),
+    )
+    .await?;
     Ok(plan.outcomes)
+}
+
+/// Column-wise copies of dedupe keys and their owners, for one `UNNEST` statement.
+struct KeyColumns<'a> {
+    key: Vec<&'a str>,
+    owner: Vec<&'a str>,
+    seq: Vec<i64>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn of(keys: &[&'a (String, KeyOwner)]) -> KeyColumns<'a> {
+        KeyColumns {
+            key: keys.iter().map(|(k, _)| k.as_str()).collect(),
+            owner: keys.iter().map(|(_, o)| o.event_id.as_str()).collect(),
+            seq: keys.iter().map(|(_, o)| o.seq).collect(),
+        }
+    }
 }
 
 /// A connection of the committer (or of the delivery pump) that goes back to the pool only after
