@@ -13,7 +13,7 @@
 //! each answers for itself; queue and sync figures are shared (they come from the store).
 //!
 //! A failing store does not fail the answer: the Overview exists precisely to show that state.
-//! Figures that need the store are `null` then, and `store.ok` is `false`.
+//! Figures that need the store are `null` then (the error is logged), and `store.ok` is `false`.
 
 use std::collections::BTreeMap;
 
@@ -108,9 +108,17 @@ pub async fn show(State(state): State<AppState>) -> Json<Stats> {
         })
         .map(|((_, outcome), value)| (outcome.clone(), value.max(0.0) as u64))
         .collect();
-    let queue = state.store.queue_stats().await.ok();
+    let queue = state
+        .store
+        .queue_stats()
+        .await
+        .inspect_err(|error| tracing::warn!(%error, "stats: the delivery queue could not be read"))
+        .ok();
     let sync = crate::api::sync::status(State(state.clone()))
         .await
+        .inspect_err(|error| {
+            tracing::warn!(detail = %error.detail, "stats: the sync status could not be read")
+        })
         .ok()
         .map(|Json(s)| s);
     let ok = readiness(&state).await.is_ok();
