@@ -13,6 +13,8 @@ mod cluster;
 mod deliveries;
 mod entities;
 mod home_runtime;
+#[cfg(test)]
+mod plans;
 
 use std::collections::HashMap;
 use std::time::Duration;
