@@ -140,7 +140,7 @@ impl ClusterStore for PgStore {
                 &[&LEASE_NAMESPACE, &role_key(role)],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         if granted {
             return Ok(Some(Box::new(PgLease { client })));
         }
@@ -162,10 +162,13 @@ impl ClusterStore for PgStore {
                 &[&LEASE_NAMESPACE],
             )
             .await?;
-        let mut leaders: Vec<Leader> = rows
+        let names = rows
             .iter()
-            .filter_map(|r| {
-                let name: String = r.get(0);
+            .map(|r| r.try_get(0))
+            .collect::<Result<Vec<String>, _>>()?;
+        let mut leaders: Vec<Leader> = names
+            .iter()
+            .filter_map(|name| {
                 let mut parts = name.splitn(3, ' ');
                 (parts.next()? == LEASE_APP).then_some(())?;
                 Some(Leader {
@@ -186,12 +189,15 @@ impl ClusterStore for PgStore {
                 &[&name],
             )
             .await?;
-        Ok(row.map(|r| SourceRecord {
-            name: r.get(0),
-            instance: r.get(1),
-            connected_since: r.get(2),
-            alive_at: r.get(3),
-        }))
+        row.map(|r| {
+            Ok(SourceRecord {
+                name: r.try_get(0)?,
+                instance: r.try_get(1)?,
+                connected_since: r.try_get(2)?,
+                alive_at: r.try_get(3)?,
+            })
+        })
+        .transpose()
     }
 
     async fn save_source_record(&self, record: &SourceRecord) -> Result<(), StoreError> {

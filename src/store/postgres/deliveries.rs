@@ -13,53 +13,53 @@ use crate::store::StoreError;
 use crate::store::deliveries::*;
 use crate::store::entities::ReaderPosition;
 
-fn row_to_subscription(r: &tokio_postgres::Row) -> Subscription {
-    Subscription {
-        id: r.get(0),
-        kind: r.get(1),
-        url: r.get(2),
-        events: r.get(3),
-        secret: r.get(4),
-        previous_secret: r.get(5),
-        previous_until: r.get(6),
-        scheme: r.get(7),
-        headers: r.get(8),
-        timeout_ms: r.get(9),
-        max_in_flight: r.get(10),
-        rate_limit: r.get(11),
-        ordering: r.get(12),
-        https_only: r.get::<_, i64>(13) != 0,
-        enabled: r.get::<_, i64>(14) != 0,
-        disabled_reason: r.get(15),
-        failing_since: r.get(16),
-        email_to: r.get(17),
-        email_subject: r.get(18),
-        email_body: r.get(19),
-        description: r.get(20),
-        created_at: r.get(21),
-        updated_at: r.get(22),
-        revision: r.get(23),
-        body_format: r.get(24),
-    }
+fn row_to_subscription(r: &tokio_postgres::Row) -> Result<Subscription, StoreError> {
+    Ok(Subscription {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        url: r.try_get(2)?,
+        events: r.try_get(3)?,
+        secret: r.try_get(4)?,
+        previous_secret: r.try_get(5)?,
+        previous_until: r.try_get(6)?,
+        scheme: r.try_get(7)?,
+        headers: r.try_get(8)?,
+        timeout_ms: r.try_get(9)?,
+        max_in_flight: r.try_get(10)?,
+        rate_limit: r.try_get(11)?,
+        ordering: r.try_get(12)?,
+        https_only: r.try_get::<_, i64>(13)? != 0,
+        enabled: r.try_get::<_, i64>(14)? != 0,
+        disabled_reason: r.try_get(15)?,
+        failing_since: r.try_get(16)?,
+        email_to: r.try_get(17)?,
+        email_subject: r.try_get(18)?,
+        email_body: r.try_get(19)?,
+        description: r.try_get(20)?,
+        created_at: r.try_get(21)?,
+        updated_at: r.try_get(22)?,
+        revision: r.try_get(23)?,
+        body_format: r.try_get(24)?,
+    })
 }
 
-fn row_to_delivery(r: &tokio_postgres::Row) -> Delivery {
-    Delivery {
-        id: r.get(0),
-        subscription_id: r.get(1),
-        event_seq: r.get(2),
-        event_id: r.get(3),
-        event: r.get(4),
-        entity: r.get(5),
-        status: r.get(6),
-        attempts: r.get(7),
-        next_attempt_at: r.get(8),
-        last_status: r.get(9),
-        last_error: r.get(10),
-        created_at: r.get(11),
-        updated_at: r.get(12),
-        schedule_base: r.get(13),
-    }
+fn row_to_delivery(r: &tokio_postgres::Row) -> Result<Delivery, StoreError> {
+    Ok(Delivery {
+        id: r.try_get(0)?,
+        subscription_id: r.try_get(1)?,
+        event_seq: r.try_get(2)?,
+        event_id: r.try_get(3)?,
+        event: r.try_get(4)?,
+        entity: r.try_get(5)?,
+        status: r.try_get(6)?,
+        attempts: r.try_get(7)?,
+        next_attempt_at: r.try_get(8)?,
+        last_status: r.try_get(9)?,
+        last_error: r.try_get(10)?,
+        created_at: r.try_get(11)?,
+        updated_at: r.try_get(12)?,
+        schedule_base: r.try_get(13)?,
+    })
 }
 
 /// Owned parameters of a subscription row, in column order.
@@ -242,14 +242,15 @@ async fn claim_in(
             .execute(&st.write_bucket, &[&subscription_id, &left, &now])
             .await?;
     }
-    Ok(rows
-        .iter()
-        .map(|r| Claimed {
-            delivery: row_to_delivery(r),
-            event_ts: r.get(14),
-            body: r.get(15),
+    rows.iter()
+        .map(|r| {
+            Ok(Claimed {
+                delivery: row_to_delivery(r)?,
+                event_ts: r.try_get(14)?,
+                body: r.try_get(15)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Records outcomes inside the pass's transaction (see [`DeliveryStore::complete`]): one
@@ -393,7 +394,8 @@ impl PgStore {
         let before: Option<String> = tx
             .query_opt(SUBSCRIPTION_ORDERING, &[&sub.id])
             .await?
-            .map(|r| r.get(0));
+            .map(|r| r.try_get(0))
+            .transpose()?;
         if tx.execute(UPDATE_SUBSCRIPTION, &params).await? == 0 {
             return Ok(false);
         }
@@ -466,7 +468,8 @@ impl PgStore {
         let now: Option<String> = tx
             .query_opt(SUBSCRIPTION_ORDERING, &[&id])
             .await?
-            .map(|r| r.get(0));
+            .map(|r| r.try_get(0))
+            .transpose()?;
         if let Some(ordering) = now.filter(|o| o != seen) {
             tx.execute(REKEY_OPEN_DELIVERIES, &[&id, &ordering]).await?;
         }
@@ -496,7 +499,7 @@ impl DeliveryStore for PgStore {
                 &[&id],
             )
             .await?;
-        Ok(row.as_ref().map(row_to_subscription))
+        row.as_ref().map(row_to_subscription).transpose()
     }
 
     async fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
@@ -507,7 +510,7 @@ impl DeliveryStore for PgStore {
                 &[],
             )
             .await?;
-        Ok(rows.iter().map(row_to_subscription).collect())
+        rows.iter().map(row_to_subscription).collect()
     }
 
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
@@ -615,16 +618,17 @@ impl DeliveryStore for PgStore {
                 &[&after_seq, &limit],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| EventHead {
-                seq: r.get(0),
-                id: r.get(1),
-                event: r.get(2),
-                entity: r.get(3),
-                received_at: r.get(4),
+        rows.iter()
+            .map(|r| {
+                Ok(EventHead {
+                    seq: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    event: r.try_get(2)?,
+                    entity: r.try_get(3)?,
+                    received_at: r.try_get(4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn list_deliveries(
@@ -642,7 +646,7 @@ impl DeliveryStore for PgStore {
                 &[&subscription_id, &status, &before, &limit],
             )
             .await?;
-        Ok(rows.iter().map(row_to_delivery).collect())
+        rows.iter().map(row_to_delivery).collect()
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
@@ -660,17 +664,19 @@ impl DeliveryStore for PgStore {
             .query(LIST_ATTEMPTS, &[&id])
             .await?
             .iter()
-            .map(|r| Attempt {
-                delivery_id: r.get(0),
-                attempt: r.get(1),
-                started_at: r.get(2),
-                duration_ms: r.get(3),
-                status_code: r.get(4),
-                response_excerpt: r.get(5),
-                error: r.get(6),
+            .map(|r| {
+                Ok(Attempt {
+                    delivery_id: r.try_get(0)?,
+                    attempt: r.try_get(1)?,
+                    started_at: r.try_get(2)?,
+                    duration_ms: r.try_get(3)?,
+                    status_code: r.try_get(4)?,
+                    response_excerpt: r.try_get(5)?,
+                    error: r.try_get(6)?,
+                })
             })
-            .collect();
-        Ok(Some((row_to_delivery(&row), attempts)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some((row_to_delivery(&row)?, attempts)))
     }
 
     async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError> {
@@ -697,7 +703,8 @@ impl DeliveryStore for PgStore {
         let Some(ordering) = client
             .query_opt(SUBSCRIPTION_ORDERING, &[&sub.id])
             .await?
-            .map(|r| r.get::<_, String>(0))
+            .map(|r| r.try_get::<_, String>(0))
+            .transpose()?
         else {
             return Ok(Vec::new());
         };
@@ -705,7 +712,10 @@ impl DeliveryStore for PgStore {
         let values = super::boxed(params);
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
         let rows = client.query(&sql, &refs).await?;
-        let ids = rows.iter().map(|r| r.get(0)).collect();
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<Vec<String>, _>>()?;
         drop(client);
         // The replay is not under the fan-out cursor's lock (held for a whole replay, it would
         // stall fan-out), so a change of ordering may have re-keyed the open deliveries while
@@ -730,20 +740,20 @@ impl DeliveryStore for PgStore {
         let rows = client
             .query(&deliveries_by_id_sql(ids.len()), &refs)
             .await?;
-        Ok(rows.iter().map(row_to_delivery).collect())
+        rows.iter().map(row_to_delivery).collect()
     }
 
     async fn deliveries_for_event(&self, event_seq: i64) -> Result<Vec<Delivery>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client.query(DELIVERIES_FOR_EVENT, &[&event_seq]).await?;
-        Ok(rows.iter().map(row_to_delivery).collect())
+        rows.iter().map(row_to_delivery).collect()
     }
 
     async fn delivery_counts(&self, subscription_id: &str) -> Result<DeliveryCounts, StoreError> {
         let client = self.pool.get().await?;
         let mut counts = DeliveryCounts::default();
         for row in client.query(DELIVERY_COUNTS, &[&subscription_id]).await? {
-            let (status, n): (String, i64) = (row.get(0), row.get(1));
+            let (status, n): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
             match status.as_str() {
                 "pending" => counts.pending = n,
                 "delivering" => counts.delivering = n,
@@ -758,8 +768,8 @@ impl DeliveryStore for PgStore {
         let client = self.pool.get().await?;
         let row = client.query_one(QUEUE_STATS, &[]).await?;
         Ok(QueueStats {
-            depth: row.get(0),
-            oldest_pending: row.get(1),
+            depth: row.try_get(0)?,
+            oldest_pending: row.try_get(1)?,
         })
     }
 
@@ -793,6 +803,6 @@ impl DeliveryStore for PgStore {
             )
             .await?;
         tx.commit().await?;
-        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0))
     }
 }

@@ -16,21 +16,21 @@ fn get_entity_sql() -> String {
     format!("SELECT {ENTITY_COLUMNS} FROM sync_entities WHERE kind = $1 AND key = $2")
 }
 
-fn row_to_entity(r: &tokio_postgres::Row) -> EntityRow {
-    EntityRow {
-        kind: r.get(0),
-        key: r.get(1),
-        parent: r.get(2),
-        status: r.get(3),
-        host_id: r.get(4),
-        email: r.get(5),
-        label: r.get(6),
-        start_at: r.get(7),
-        end_at: r.get(8),
-        updated_seq: r.get(9),
-        doc: r.get(10),
-        state: r.get(11),
-    }
+fn row_to_entity(r: &tokio_postgres::Row) -> Result<EntityRow, StoreError> {
+    Ok(EntityRow {
+        kind: r.try_get(0)?,
+        key: r.try_get(1)?,
+        parent: r.try_get(2)?,
+        status: r.try_get(3)?,
+        host_id: r.try_get(4)?,
+        email: r.try_get(5)?,
+        label: r.try_get(6)?,
+        start_at: r.try_get(7)?,
+        end_at: r.try_get(8)?,
+        updated_seq: r.try_get(9)?,
+        doc: r.try_get(10)?,
+        state: r.try_get(11)?,
+    })
 }
 
 const UPSERT_ENTITIES: &str = "INSERT INTO sync_entities (kind, key, parent, status, host_id, email, label, start_at, end_at, updated_seq, doc, state)
@@ -125,12 +125,13 @@ impl EntityStore for PgStore {
                 &[&name],
             )
             .await?;
-        Ok(
-            row.map_or_else(ReaderPosition::default, |r| ReaderPosition {
-                seq: r.get(0),
-                applied: r.get(1),
-            }),
-        )
+        Ok(match row {
+            Some(r) => ReaderPosition {
+                seq: r.try_get(0)?,
+                applied: r.try_get(1)?,
+            },
+            None => ReaderPosition::default(),
+        })
     }
 
     async fn load_entities(
@@ -151,7 +152,7 @@ impl EntityStore for PgStore {
                 &[&kinds, &keys],
             )
             .await?;
-        Ok(rows.iter().map(row_to_entity).collect())
+        rows.iter().map(row_to_entity).collect()
     }
 
     async fn commit_reader_batch(
@@ -243,16 +244,17 @@ impl EntityStore for PgStore {
                 &[&name, &after_seq, &limit],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| QuarantinedEvent {
-                seq: r.get(0),
-                event_id: r.get(1),
-                event: r.get(2),
-                error: r.get(3),
-                quarantined_at: r.get(4),
+        rows.iter()
+            .map(|r| {
+                Ok(QuarantinedEvent {
+                    seq: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    event: r.try_get(2)?,
+                    error: r.try_get(3)?,
+                    quarantined_at: r.try_get(4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn reset_entities(&self, name: &str) -> Result<(), StoreError> {
@@ -270,14 +272,14 @@ impl EntityStore for PgStore {
     async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityRow>, StoreError> {
         let (sql, params) = query.to_sql(|i| format!("${i}"));
         let rows = self.query_with(&sql, params).await?;
-        Ok(rows.iter().map(row_to_entity).collect())
+        rows.iter().map(row_to_entity).collect()
     }
 
     async fn get_entity(&self, kind: &str, key: &str) -> Result<Option<EntityRow>, StoreError> {
         let client = self.pool.get().await?;
         let key = storable::key(key);
         let row = client.query_opt(&get_entity_sql(), &[&kind, &key]).await?;
-        Ok(row.as_ref().map(row_to_entity))
+        row.as_ref().map(row_to_entity).transpose()
     }
 
     async fn list_entities_with(
@@ -303,8 +305,8 @@ impl EntityStore for PgStore {
         let other = tx.query_opt(&get_entity_sql(), &[&kind, &key]).await?;
         tx.commit().await?;
         Ok((
-            rows.iter().map(row_to_entity).collect(),
-            other.as_ref().map(row_to_entity),
+            rows.iter().map(row_to_entity).collect::<Result<_, _>>()?,
+            other.as_ref().map(row_to_entity).transpose()?,
         ))
     }
 }

@@ -139,7 +139,7 @@ impl PgStore {
         let applied: Option<i64> = tx
             .query_one("SELECT MAX(version) FROM schema_migrations", &[])
             .await?
-            .get(0);
+            .try_get(0)?;
         tx.commit().await?;
         migrations::refuse_newer(
             "the PostgreSQL database",
@@ -225,21 +225,21 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn row_to_event(r: &tokio_postgres::Row) -> StoredEvent {
-    StoredEvent {
-        seq: r.get(0),
-        id: r.get(1),
-        source: r.get(2),
-        event: r.get(3),
-        event_ts: r.get(4),
-        account_id: r.get(5),
-        object_id: r.get(6),
-        object_uuid: r.get(7),
-        received_at: r.get(8),
-        request_id: r.get(9),
-        semantic_key: r.get(10),
-        body: r.get(11),
-    }
+fn row_to_event(r: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        seq: r.try_get(0)?,
+        id: r.try_get(1)?,
+        source: r.try_get(2)?,
+        event: r.try_get(3)?,
+        event_ts: r.try_get(4)?,
+        account_id: r.try_get(5)?,
+        object_id: r.try_get(6)?,
+        object_uuid: r.try_get(7)?,
+        received_at: r.try_get(8)?,
+        request_id: r.try_get(9)?,
+        semantic_key: r.try_get(10)?,
+        body: r.try_get(11)?,
+    })
 }
 
 #[async_trait]
@@ -255,7 +255,7 @@ impl EventStore for PgStore {
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let (sql, params) = query.to_sql(|n| format!("${n}"));
         let rows = self.query_with(&sql, params).await?;
-        Ok(rows.iter().map(row_to_event).collect())
+        rows.iter().map(row_to_event).collect()
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -264,7 +264,7 @@ impl EventStore for PgStore {
         let row = client
             .query_opt(&sql, &[&crate::core::storable::key(id)])
             .await?;
-        Ok(row.as_ref().map(row_to_event))
+        row.as_ref().map(row_to_event).transpose()
     }
 
     async fn head_seq(&self) -> Result<i64, StoreError> {
@@ -272,7 +272,7 @@ impl EventStore for PgStore {
         Ok(client
             .query_one("SELECT seq FROM log_head", &[])
             .await?
-            .get(0))
+            .try_get(0)?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -308,7 +308,7 @@ impl EventStore for PgStore {
         Ok(client
             .query_one("SELECT COUNT(*) FROM admin_tokens", &[])
             .await?
-            .get(0))
+            .try_get(0)?)
     }
 
     async fn find_admin_token(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
@@ -319,7 +319,7 @@ impl EventStore for PgStore {
                 &[&token_hash],
             )
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 }
 
