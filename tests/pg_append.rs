@@ -315,3 +315,29 @@ async fn the_keys_the_append_indexes_compare_bytewise() {
         assert_eq!(of_index, ["C"], "{index}: {collations:?}");
     }
 }
+
+/// A column whose type no longer matches what this build reads (a hand-edited schema, a partial
+/// restore) is an error the caller can answer, never a panic of the task reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_of_an_unexpected_type_is_an_error_not_a_panic() {
+    let db = TestDb::postgres().await;
+    let store = db.open_store().await;
+    let event = new_event(&joined(1), Some("r1"), 1);
+    store
+        .append_batch(vec![event.clone()], WEEK_MS)
+        .await
+        .expect("append");
+    db.pg_client()
+        .await
+        .batch_execute("ALTER TABLE events ALTER COLUMN event_ts TYPE TEXT")
+        .await
+        .expect("change the column's type");
+    let error = store
+        .get_event(&event.id)
+        .await
+        .expect_err("event_ts is read as a number");
+    assert!(
+        error.to_string().contains("error deserializing column"),
+        "{error}"
+    );
+}
