@@ -7,8 +7,9 @@
 -- people to read; equality is the same under every deterministic collation.
 --
 -- Only the collation changes, so no table is rewritten, but every index on these columns is
--- rebuilt under an exclusive lock on its table: on a large log, run `zoomhook migrate` with the
--- instances stopped and see how long it takes (docs/deploy.md).
+-- rebuilt under an exclusive lock on its table. The columns' type changes all the same: an
+-- instance still running keeps statements prepared before it, which PostgreSQL then refuses
+-- ("cached plan must not change result type"). Stop every instance first (docs/deploy.md).
 ALTER TABLE events
     ALTER COLUMN id TYPE TEXT COLLATE "C",
     ALTER COLUMN event TYPE TEXT COLLATE "C",
