@@ -341,3 +341,41 @@ async fn a_column_of_an_unexpected_type_is_an_error_not_a_panic() {
         "{error}"
     );
 }
+
+/// The retention purge never waits on an append: keys an append is taking over (locked by its
+/// transaction, which holds the head lock too) are left for a later purge. Waiting on them
+/// deadlocked with appends taking over several expired keys, and PostgreSQL then failed one of
+/// the two — the append's whole batch, when it was the victim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_skips_keys_an_append_holds() {
+    let db = TestDb::postgres().await;
+    let store = db.open_store().await;
+    // A window of 0 ms: both keys of the event are expired at once.
+    store
+        .append_batch(vec![new_event(&joined(1), Some("r1"), 1)], 0)
+        .await
+        .expect("append");
+    let far_future = zoomhook::core::clock::now_millis() + 2 * WEEK_MS;
+    let holder = db.pg_client().await;
+    holder
+        .batch_execute("BEGIN; SELECT key FROM dedupe_keys WHERE key LIKE 'rid:%' FOR UPDATE")
+        .await
+        .expect("hold the request id's key, as a take-over does");
+    let purged = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.purge_expired_dedupe_keys(far_future, 10),
+    )
+    .await
+    .expect("the purge does not wait for the key's holder")
+    .expect("purge");
+    assert_eq!(
+        purged, 1,
+        "the semantic key is purged, the held one is left"
+    );
+    holder.batch_execute("ROLLBACK").await.expect("release");
+    let purged = store
+        .purge_expired_dedupe_keys(far_future, 10)
+        .await
+        .expect("purge");
+    assert_eq!(purged, 1, "the key left before is purged once free");
+}

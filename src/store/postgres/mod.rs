@@ -281,12 +281,16 @@ impl EventStore for PgStore {
         Ok(())
     }
 
+    /// Skips keys locked elsewhere: an append taking over expired keys holds them (and the head
+    /// lock) until it commits, and a purge that waited on them while holding others the append
+    /// needs next deadlocked with it, failing the append's whole batch.
     async fn purge_expired_dedupe_keys(&self, now_ms: i64, limit: i64) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         Ok(client
             .execute(
                 "DELETE FROM dedupe_keys WHERE key IN
-                   (SELECT key FROM dedupe_keys WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+                   (SELECT key FROM dedupe_keys WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2
+                    FOR UPDATE SKIP LOCKED)",
                 &[&now_ms, &limit],
             )
             .await?)
