@@ -13,9 +13,11 @@
 //! each answers for itself; queue and sync figures are shared (they come from the store).
 //!
 //! A failing store does not fail the answer: the Overview exists precisely to show that state.
-//! Figures that need the store are `null` then (the error is logged), and `store.ok` is `false`.
+//! Figures that need the store are `null` then (the error is logged, at most once a minute), and
+//! `store.ok` is `false`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::Json;
 use axum::extract::State;
@@ -112,12 +114,18 @@ pub async fn show(State(state): State<AppState>) -> Json<Stats> {
         .store
         .queue_stats()
         .await
-        .inspect_err(|error| tracing::warn!(%error, "stats: the delivery queue could not be read"))
+        .inspect_err(|error| {
+            if warn_now() {
+                tracing::warn!(%error, "stats: the delivery queue could not be read");
+            }
+        })
         .ok();
     let sync = crate::api::sync::status(State(state.clone()))
         .await
         .inspect_err(|error| {
-            tracing::warn!(detail = %error.detail, "stats: the sync status could not be read")
+            if warn_now() {
+                tracing::warn!(detail = %error.detail, "stats: the sync status could not be read");
+            }
         })
         .ok()
         .map(|Json(s)| s);
@@ -145,6 +153,19 @@ pub async fn show(State(state): State<AppState>) -> Json<Stats> {
             ok,
         },
     })
+}
+
+/// Whether a failed read of the store may be logged now: at most once a minute, since every
+/// open Overview polls this every few seconds and a store that is down would otherwise fill the
+/// log with the same line (its outage is logged by the committer and `/readyz` too).
+fn warn_now() -> bool {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_millis();
+    let last = LAST.load(Ordering::Relaxed);
+    now - last >= 60_000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// The backend a database URL names (the same prefixes `store::open` accepts).
