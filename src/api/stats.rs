@@ -17,14 +17,14 @@
 //! `store.ok` is `false`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
 use crate::api::health::readiness;
-use crate::core::clock::{now_millis, rfc3339};
+use crate::core::clock::{now_millis, rfc3339, take_turn};
 use crate::server::AppState;
 use crate::server::summary::totals;
 
@@ -160,12 +160,7 @@ pub async fn show(State(state): State<AppState>) -> Json<Stats> {
 /// log with the same line (its outage is logged by the committer and `/readyz` too).
 fn warn_now() -> bool {
     static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = now_millis();
-    let last = LAST.load(Ordering::Relaxed);
-    now - last >= 60_000
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+    take_turn(&LAST, now_millis(), 60_000)
 }
 
 /// The backend a database URL names (the same prefixes `store::open` accepts).

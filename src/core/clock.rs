@@ -1,5 +1,6 @@
 //! Wall-clock helpers. Times in the store are Unix epoch milliseconds (`i64`), like Zoom's `event_ts`.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, in Unix epoch milliseconds.
@@ -8,6 +9,17 @@ pub fn now_millis() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Whether a turn that may come at most once per `every_ms` is due at `now` (epoch ms), given
+/// `last`, when the previous turn was taken; takes it if so. Of callers racing for one turn,
+/// exactly one gets it.
+pub fn take_turn(last: &AtomicI64, now: i64, every_ms: i64) -> bool {
+    let previous = last.load(Ordering::Relaxed);
+    now - previous >= every_ms
+        && last
+            .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Now, in Unix epoch seconds (the unit of `x-zm-request-timestamp`).

@@ -70,12 +70,7 @@ impl CommitHealth {
 
     /// Whether a probe may run now (at most one per `every_ms`); records it if so.
     pub fn take_probe_turn(&self, now: i64, every_ms: i64) -> bool {
-        let last = self.last_probe.load(Ordering::Relaxed);
-        now - last >= every_ms
-            && self
-                .last_probe
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        crate::core::clock::take_turn(&self.last_probe, now, every_ms)
     }
 
     /// `Some((since_ms, error))` while commits fail.
