@@ -36,7 +36,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = args.server.load()?;
     let uses_default_db = args.server.database.is_none()
         && args.server.config.is_none()
-        && std::env::var("ZOOMHOOK_DATABASE_URL").is_err();
+        && std::env::var("ZOOMHOOK_DATABASE_URL").is_err()
+        && std::env::var("ZOOMHOOK_DATABASE_URL_FILE").is_err();
     if uses_default_db {
         config.database_url = "sqlite://zoomhook-demo.db".into();
     }

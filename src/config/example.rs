@@ -186,10 +186,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, "from-a-file\n").unwrap();
+        // The database URL must be one; its password is the secret part.
+        let url_path = dir.path().join("database_url");
+        std::fs::write(&url_path, "postgres://zoomhook:from-a-file@db:5432/zh\n").unwrap();
         for source in [None, Some("zoom"), Some("live")] {
             let keys = keys_of(source);
             for file_key in keys.iter().filter(|k| k.key.ends_with("_file")) {
                 let inline = file_key.key.trim_end_matches("_file");
+                let path = if inline == "database_url" {
+                    &url_path
+                } else {
+                    &path
+                };
                 let mut lines: Vec<String> = assignments(keys.iter().filter(|k| {
                     matches!(k.shown, Shown::Example(_))
                         && !k.key.ends_with("_file")

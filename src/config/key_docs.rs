@@ -100,6 +100,12 @@ pub const SECTIONS: &[Section] = &[
                 "The event log and all state; a relative SQLite path is relative to the working directory.",
             ),
             example(
+                "database_url_file",
+                "\"/run/secrets/zoomhook_database_url\"",
+                PATH,
+                "database_url, read from a file (for a PostgreSQL password kept out of the environment; set one of the two).",
+            ),
+            example(
                 "admin_token",
                 "\"a-long-random-string\"",
                 "string",

@@ -283,15 +283,21 @@ impl Config {
             "an address such as 127.0.0.1:8080 or 0.0.0.0:8080",
             |v| v.parse().ok(),
         )?;
+        // A secret like the others: a PostgreSQL URL carries the password.
         let database_url = r
-            .text("database_url")
+            .secret("database_url")?
+            .map(|url| url.expose().to_owned())
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         if !(database_url.starts_with("sqlite://")
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
         {
+            let key = match r.text("database_url") {
+                Some(_) => "database_url",
+                None => "database_url_file",
+            };
             return Err(r.error(
-                "database_url",
+                key,
                 "expected sqlite://PATH or postgres://USER@HOST:PORT/DB",
             ));
         }
@@ -380,6 +386,9 @@ fn layers(config_file: Option<&Path>, flags: &Flags) -> Result<RawConfig, Config
         raw.set("listen", listen.clone(), "--listen");
     }
     if let Some(database) = &flags.database {
+        // The flag names the database for this run, whichever way the file or the environment
+        // named one.
+        raw.settings.remove("database_url_file");
         raw.set("database_url", database.clone(), "--database");
     }
     if let Some(format) = &flags.log_format {
@@ -788,6 +797,69 @@ mod tests {
             cfg.source("zoom").unwrap().secrets[0].expose(),
             "file-secret"
         );
+    }
+
+    #[test]
+    fn the_database_url_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("database_url");
+        std::fs::write(&path, "postgres://zoomhook:s3cret@db:5432/zoomhook\n").unwrap();
+        let path = path.to_str().unwrap();
+        let cfg = resolve("", &[("ZOOMHOOK_DATABASE_URL_FILE", path)]).unwrap();
+        assert_eq!(
+            cfg.database_url,
+            "postgres://zoomhook:s3cret@db:5432/zoomhook"
+        );
+
+        let both = resolve(
+            "database_url = \"sqlite://a.db\"\n",
+            &[("ZOOMHOOK_DATABASE_URL_FILE", path)],
+        )
+        .unwrap_err();
+        assert_eq!(both.key, "database_url_file");
+
+        let missing = dir.path().join("absent");
+        let err = resolve(
+            "",
+            &[("ZOOMHOOK_DATABASE_URL_FILE", missing.to_str().unwrap())],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "database_url_file");
+        assert!(err.to_string().contains("cannot read secret file"), "{err}");
+
+        let not_a_url = dir.path().join("not_a_url");
+        std::fs::write(&not_a_url, "mysql://db\n").unwrap();
+        let err = resolve(
+            "",
+            &[("ZOOMHOOK_DATABASE_URL_FILE", not_a_url.to_str().unwrap())],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "database_url_file");
+        assert!(
+            !err.to_string().contains("mysql"),
+            "the value stays out of errors: {err}"
+        );
+    }
+
+    #[test]
+    fn the_database_flag_wins_over_a_database_url_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("database_url");
+        std::fs::write(&secret, "postgres://zoomhook@db:5432/zoomhook\n").unwrap();
+        let file = dir.path().join("zoomhook.toml");
+        std::fs::write(
+            &file,
+            format!("database_url_file = {:?}\n", secret.to_str().unwrap()),
+        )
+        .unwrap();
+        let flags = Flags {
+            database: Some("sqlite://here.db".into()),
+            ..Flags::default()
+        };
+        let cfg = Config::load(Some(&file), &flags).unwrap();
+        assert_eq!(cfg.database_url, "sqlite://here.db");
+        let cfg = Config::load(Some(&file), &Flags::default()).unwrap();
+        assert_eq!(cfg.database_url, "postgres://zoomhook@db:5432/zoomhook");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub const TOP_KEYS: &[&str] = &[
     "listen",
     "instance_id",
     "database_url",
+    "database_url_file",
     "admin_token",
     "admin_token_file",
     "max_body_bytes",
