@@ -179,14 +179,18 @@ fn index_batch(
 /// Row by row rather than one `INSERT … SELECT`: a statement that writes many rows inside a
 /// larger transaction keeps a statement journal (a copy of every page it changes, spilled to a
 /// temporary file), which cost more than the inserts themselves. A single-row statement needs
-/// none.
+/// none — with `OR IGNORE`. `OR REPLACE` may delete a row before a later constraint aborts the
+/// statement, so SQLite keeps a statement journal for it too: ~6.5 page copies per entry, a
+/// sixth of the indexer's time (bench/RESULTS.md). Entries indexed twice (the cursor rolled back
+/// with the rows a power loss undid, or an interrupted rebuild) are the same rows: `seq`
+/// identifies a log entry for good, and an index past the log's head is dropped at start.
 fn index_entries(conn: &Connection, after: i64, through: i64) -> Result<(), StoreError> {
     let mut read = conn.prepare_cached(
         "SELECT seq, source, event, received_at, object_id, object_uuid FROM log.events
          WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
     )?;
     let mut write = conn.prepare_cached(
-        "INSERT OR REPLACE INTO event_index (seq, source, event, received_at, object_id, object_uuid)
+        "INSERT OR IGNORE INTO event_index (seq, source, event, received_at, object_id, object_uuid)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     let mut rows = read.query([after, through])?;
@@ -532,6 +536,25 @@ mod tests {
             ..EventQuery::default()
         };
         assert_eq!(seqs(&state, &page), [5, 6, 7]);
+    }
+
+    #[test]
+    fn indexing_entries_again_changes_nothing() {
+        let (_dir, state) = split_store(12, 12);
+        let count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM event_index", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(count(&state), 12);
+        // As after a cursor rolled back past entries whose rows are still there.
+        index_entries(&state, 4, 12).expect("index again");
+        assert_eq!(count(&state), 12);
+        let query = EventQuery {
+            entity: Some("1".into()),
+            limit: 100,
+            ..EventQuery::default()
+        };
+        assert_eq!(seqs(&state, &query), [1, 4, 7, 10]);
     }
 
     #[test]
