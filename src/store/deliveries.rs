@@ -419,11 +419,16 @@ pub(crate) const UPDATE_SUBSCRIPTION: &str = "UPDATE subscriptions SET kind = $2
     revision = revision + 1
     WHERE id = $1 AND revision = $25";
 
-/// A new pending delivery. The ordering key is decided here, in the fan-out's transaction, from
-/// the subscription as it is now; a subscription deleted since the fan-out read it gets none.
+/// A new pending delivery, `$7` its ordering key: decided in the fan-out's transaction from the
+/// subscription as it is now ([`SUBSCRIPTION_ORDERING`]); a subscription deleted since the
+/// fan-out read it gets none. (SQLite.)
+///
+/// One row of `VALUES`, not an `INSERT … SELECT` from `subscriptions` that would look the
+/// ordering up itself: SQLite counts a statement with a `SELECT` as one that may write many rows
+/// and, as a conflict on `id` may abort it, keeps a statement journal for it — a copy of every
+/// page the insert changes (2.5 per delivery measured, `bench/RESULTS.md`).
 pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, subscription_id, event_seq, event_id, event, entity, order_key, status, attempts, next_attempt_at, created_at, updated_at)
-    SELECT $1, $2, $3, $4, $5, $6, CASE WHEN s.ordering = 'entity' THEN $6 END, 'pending', 0, $7, $7, $7
-    FROM subscriptions s WHERE s.id = $2
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $8)
     ON CONFLICT (subscription_id, event_seq) DO NOTHING";
 
 /// Sets or clears the ordering key of a subscription's open deliveries after its ordering
