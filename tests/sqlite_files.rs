@@ -216,6 +216,90 @@ async fn dedupe_is_exact_across_a_restart_before_the_index_caught_up() {
     assert_eq!(found.len(), 1);
 }
 
+/// After a start the committer rules new keys out with a filter built from `dedupe_keys` beside
+/// the appends: keys only the table holds (indexed before the restart) still make duplicates,
+/// both before and after the filter is in use, and new keys are still appended.
+#[tokio::test]
+async fn dedupe_is_exact_with_the_key_filter_built_from_the_table() {
+    use zoomhook::store::EventStore;
+    let db = TestDb::sqlite();
+    let path = log_path(&db);
+    let path = path.to_str().expect("utf-8 path");
+    let store = zoomhook::store::sqlite::SqliteStore::open(path, &StoreOptions::default())
+        .await
+        .expect("open");
+    let first: Vec<NewEvent> = (0..50)
+        .map(|n| event(&format!("evt_{n}"), n, &format!("rid-{n}")))
+        .collect();
+    store.append_batch(first, WEEK_MS).await.expect("append");
+    // Every key into the table (the purge indexes everything first), none left in memory.
+    store
+        .purge_expired_dedupe_keys(0, 1)
+        .await
+        .expect("index all");
+    drop(store);
+
+    let store = zoomhook::store::sqlite::SqliteStore::open(path, &StoreOptions::default())
+        .await
+        .expect("open again");
+    // Whether or not the filter is ready yet: retries are duplicates.
+    let retry = |from: i64, to: i64| -> Vec<NewEvent> {
+        (from..to)
+            .map(|n| event(&format!("evt_retry_{n}"), 1_000 + n, &format!("rid-{n}")))
+            .collect()
+    };
+    let outcomes = store
+        .append_batch(retry(0, 10), WEEK_MS)
+        .await
+        .expect("append");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
+        "{outcomes:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.dedupe_filter_bytes() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key filter was never built"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let outcomes = store
+        .append_batch(retry(10, 50), WEEK_MS)
+        .await
+        .expect("append");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
+        "{outcomes:?}"
+    );
+    let new: Vec<NewEvent> = (50..60)
+        .map(|n| event(&format!("evt_{n}"), n, &format!("rid-{n}")))
+        .collect();
+    let outcomes = store.append_batch(new, WEEK_MS).await.expect("append");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Appended { .. })),
+        "{outcomes:?}"
+    );
+    // And a retry of those, now only in the committer's memory and the filter.
+    let outcomes = store
+        .append_batch(retry(50, 60), WEEK_MS)
+        .await
+        .expect("append");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
+        "{outcomes:?}"
+    );
+    assert_eq!(store.head_seq().await.expect("head"), 60);
+}
+
 /// Backups restored in the wrong order (a log older than its state database): what the index
 /// holds past the end of the log is dropped at start, so the entries that take those `seq`s
 /// again are found by what they are, not by what the lost ones were.

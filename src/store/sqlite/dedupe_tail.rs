@@ -17,8 +17,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use super::key_filter::KeyFilter;
 use crate::store::dedupe::KeyOwner;
+
+/// How long after a failed build of the key filter the next one may start.
+const FILTER_RETRY: Duration = Duration::from_secs(30);
 
 /// Most keys the tail holds. The indexer normally keeps it to a few thousand; if the state
 /// database stops taking writes the tail would grow without bound, so past this the committer
@@ -58,6 +63,24 @@ struct Inner {
     order: VecDeque<(u64, i64, String)>,
     /// The last record number given out.
     records: u64,
+    /// Every key the state database may hold (`key_filter.rs`); `None` until the first build
+    /// after a start finishes.
+    filter: Option<KeyFilter>,
+    /// A filter being built: it receives every key recorded meanwhile.
+    building: Option<KeyFilter>,
+    /// No build starts before this (after one failed).
+    retry_at: Option<Instant>,
+}
+
+/// What the tail knows of a key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Held here, live.
+    Live(KeyOwner),
+    /// Certainly not in the state database either: new (or long expired and purged).
+    NotStored,
+    /// May be in the state database: look it up there.
+    MaybeStored,
 }
 
 /// Shared by the committer (records, looks up) and the indexer (reads, forgets).
@@ -71,13 +94,76 @@ impl DedupeTail {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The live owner of `key`, if the tail holds it.
-    pub fn find(&self, key: &str, now: i64) -> Option<KeyOwner> {
-        self.lock()
-            .keys
-            .get(key)
-            .filter(|k| k.expires_at > now)
-            .map(|k| k.owner.clone())
+    /// What the tail and its filter know of `key`: its live owner if held here; else whether the
+    /// state database may hold it.
+    pub fn lookup(&self, key: &str, now: i64) -> Found {
+        let inner = self.lock();
+        if let Some(k) = inner.keys.get(key).filter(|k| k.expires_at > now) {
+            return Found::Live(k.owner.clone());
+        }
+        match &inner.filter {
+            Some(filter) if !filter.may_contain(key) => Found::NotStored,
+            _ => Found::MaybeStored,
+        }
+    }
+
+    /// Starts a build with `filter` (empty), unless one is running: the keys held here go in
+    /// now, those recorded from now on as they are recorded. Returns whether it started.
+    pub fn begin_filter(&self, mut filter: KeyFilter) -> bool {
+        let mut inner = self.lock();
+        if inner.building.is_some() {
+            return false;
+        }
+        for key in inner.keys.keys() {
+            filter.insert(key);
+        }
+        inner.building = Some(filter);
+        true
+    }
+
+    /// Adds keys read from the state database to the filter being built.
+    pub fn add_to_filter<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        if let Some(filter) = self.lock().building.as_mut() {
+            for key in keys {
+                filter.insert(key);
+            }
+        }
+    }
+
+    /// Puts the filter being built in use.
+    pub fn finish_filter(&self) {
+        let mut inner = self.lock();
+        if let Some(filter) = inner.building.take() {
+            inner.filter = Some(filter);
+            inner.retry_at = None;
+        }
+    }
+
+    /// Drops the filter being built (its scan failed); the next build waits [`FILTER_RETRY`].
+    pub fn abandon_filter(&self) {
+        let mut inner = self.lock();
+        inner.building = None;
+        inner.retry_at = Some(Instant::now() + FILTER_RETRY);
+    }
+
+    /// If a filter should be built now (none yet, or the one in use holds more keys than it was
+    /// sized for, and no build is running), how many keys the state database is known to hold
+    /// at least (to size it).
+    pub fn filter_wanted(&self) -> Option<usize> {
+        let inner = self.lock();
+        if inner.building.is_some() || inner.retry_at.is_some_and(|at| Instant::now() < at) {
+            return None;
+        }
+        match &inner.filter {
+            None => Some(0),
+            Some(filter) if filter.is_full() => Some(filter.added()),
+            Some(_) => None,
+        }
+    }
+
+    /// The size of the filter in use (bytes; 0 while there is none).
+    pub fn filter_bytes(&self) -> usize {
+        self.lock().filter.as_ref().map_or(0, KeyFilter::bytes)
     }
 
     /// Records the keys a commit wrote and that the log is committed through `head`.
@@ -89,6 +175,13 @@ impl DedupeTail {
     ) {
         let mut inner = self.lock();
         for (key, owner) in keys {
+            // Into the filters first: a key must be in them before the indexer can store it.
+            if let Some(filter) = inner.filter.as_mut() {
+                filter.insert(&key);
+            }
+            if let Some(filter) = inner.building.as_mut() {
+                filter.insert(&key);
+            }
             inner.records += 1;
             let record = inner.records;
             inner.order.push_back((record, head, key.clone()));
@@ -162,6 +255,16 @@ impl DedupeTail {
 mod tests {
     use super::*;
 
+    impl DedupeTail {
+        /// The live owner of `key`, if the tail holds it.
+        fn find(&self, key: &str, now: i64) -> Option<KeyOwner> {
+            match self.lookup(key, now) {
+                Found::Live(owner) => Some(owner),
+                Found::NotStored | Found::MaybeStored => None,
+            }
+        }
+    }
+
     fn owner(seq: i64) -> KeyOwner {
         KeyOwner {
             event_id: format!("evt_{seq}"),
@@ -197,6 +300,53 @@ mod tests {
         assert_eq!(tail.find("sem:x", 50), Some(owner(5)));
         tail.forget_through(tail.up_to(5).through_record);
         assert!(tail.is_empty());
+    }
+
+    #[test]
+    fn without_a_filter_every_key_not_held_may_be_stored() {
+        let tail = DedupeTail::default();
+        assert_eq!(tail.lookup("rid:new", 0), Found::MaybeStored);
+        assert_eq!(tail.filter_wanted(), Some(0));
+    }
+
+    #[test]
+    fn a_filter_build_misses_no_key_recorded_before_during_or_after_it() {
+        let tail = DedupeTail::default();
+        // Recorded before the build and already indexed and forgotten: in the table.
+        tail.record([("rid:indexed".to_owned(), owner(1))], 100, 1);
+        tail.forget_through(tail.up_to(1).through_record);
+        // Recorded before the build, and still held (not indexed yet).
+        tail.record([("rid:held".to_owned(), owner(2))], 100, 2);
+        assert!(tail.begin_filter(KeyFilter::with_capacity(10)));
+        assert!(
+            !tail.begin_filter(KeyFilter::with_capacity(10)),
+            "one build at a time"
+        );
+        assert_eq!(tail.filter_wanted(), None, "a build is running");
+        // Recorded while the scan runs.
+        tail.record([("rid:during".to_owned(), owner(3))], 100, 3);
+        // Before the build finishes nothing is ruled out.
+        assert_eq!(tail.lookup("rid:never", 200), Found::MaybeStored);
+        // The scan reads the table, which holds the indexed key.
+        tail.add_to_filter(["rid:indexed"]);
+        tail.finish_filter();
+        tail.record([("rid:after".to_owned(), owner(4))], 100, 4);
+        tail.forget_through(tail.up_to(4).through_record);
+        for key in ["rid:held", "rid:indexed", "rid:during", "rid:after"] {
+            assert_eq!(tail.lookup(key, 200), Found::MaybeStored, "{key}");
+        }
+        assert_eq!(tail.lookup("rid:never", 200), Found::NotStored);
+        assert_eq!(tail.filter_wanted(), None);
+        assert!(tail.filter_bytes() > 0);
+    }
+
+    #[test]
+    fn a_failed_build_is_not_retried_at_once() {
+        let tail = DedupeTail::default();
+        assert!(tail.begin_filter(KeyFilter::with_capacity(10)));
+        tail.abandon_filter();
+        assert_eq!(tail.filter_wanted(), None);
+        assert_eq!(tail.lookup("rid:x", 0), Found::MaybeStored);
     }
 
     #[test]

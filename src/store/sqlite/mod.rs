@@ -25,6 +25,7 @@ mod deliveries;
 mod entities;
 mod indexer;
 pub mod instance_lock;
+mod key_filter;
 mod open;
 
 use std::collections::HashMap;
@@ -42,7 +43,7 @@ use super::{
     StoredEvent,
 };
 use crate::core::clock::now_millis;
-use dedupe_tail::DedupeTail;
+use dedupe_tail::{DedupeTail, Found};
 pub use open::state_path;
 
 /// The SQLite event store.
@@ -141,20 +142,28 @@ impl SqliteStore {
             true,
         )?;
         let indexer = indexer::spawn(Arc::downgrade(&state), Arc::clone(&tail))?;
+        let readers = Arc::new(ReaderPool {
+            log: log_path,
+            state: state_path,
+            busy_timeout,
+            max_idle: options.max_read_connections.max(1),
+            idle: Mutex::new(Vec::new()),
+        });
+        build_key_filter_if_wanted(&tail, &readers);
         Ok(SqliteStore {
             log,
             state,
             dedupe_reader: Arc::new(Mutex::new(dedupe_reader)),
             tail,
             indexer,
-            readers: Arc::new(ReaderPool {
-                log: log_path,
-                state: state_path,
-                busy_timeout,
-                max_idle: options.max_read_connections.max(1),
-                idle: Mutex::new(Vec::new()),
-            }),
+            readers,
         })
+    }
+
+    /// The size of the dedupe key filter in use (`key_filter.rs`), in bytes: 0 until the first
+    /// build after a start has finished.
+    pub fn dedupe_filter_bytes(&self) -> usize {
+        self.tail.filter_bytes()
     }
 
     /// Runs `f` on the log's writer (appends and admin tokens only).
@@ -220,19 +229,25 @@ fn live_keys(
 ) -> Result<HashMap<String, KeyOwner>, StoreError> {
     let mut live = HashMap::new();
     let mut unknown = std::collections::HashSet::new();
+    let mut ruled_out = 0u64;
     for key in batch.iter().flat_map(NewEvent::dedupe_keys) {
         if live.contains_key(&key) || unknown.contains(&key) {
             continue;
         }
-        match tail.find(&key, now) {
-            Some(owner) => {
+        match tail.lookup(&key, now) {
+            Found::Live(owner) => {
                 live.insert(key, owner);
             }
-            None => {
+            Found::NotStored => ruled_out += 1,
+            Found::MaybeStored => {
                 unknown.insert(key);
             }
         }
     }
+    metrics::counter!("zoomhook_dedupe_lookups_total", "answered_by" => "filter")
+        .increment(ruled_out);
+    metrics::counter!("zoomhook_dedupe_lookups_total", "answered_by" => "database")
+        .increment(unknown.len() as u64);
     if unknown.is_empty() {
         return Ok(live);
     }
@@ -326,7 +341,16 @@ fn append_batch_blocking(
         now.saturating_add(dedupe_window_ms),
         plan.new_head,
     );
+    build_key_filter_if_wanted(&store.tail, &store.readers);
     Ok(plan.outcomes)
+}
+
+/// Starts building the dedupe key filter if there is none yet or the one in use is full.
+fn build_key_filter_if_wanted(tail: &Arc<DedupeTail>, readers: &Arc<ReaderPool>) {
+    if let Some(stored) = tail.filter_wanted() {
+        let readers = Arc::clone(readers);
+        key_filter::spawn_build(tail, move || readers.take(), stored);
+    }
 }
 
 /// What an append needs, cloned into its blocking task.
@@ -334,6 +358,8 @@ struct AppendHandles {
     log: Arc<Mutex<Connection>>,
     dedupe_reader: Arc<Mutex<Connection>>,
     tail: Arc<DedupeTail>,
+    /// For a build of the dedupe key filter.
+    readers: Arc<ReaderPool>,
 }
 
 /// The parameters of a generated query (see `query.rs`), bound in order.
@@ -375,6 +401,7 @@ impl EventStore for SqliteStore {
             log: Arc::clone(&self.log),
             dedupe_reader: Arc::clone(&self.dedupe_reader),
             tail: Arc::clone(&self.tail),
+            readers: Arc::clone(&self.readers),
         };
         // The committer runs on a thread of its own (a current-thread runtime, see
         // `core::own_thread`): there, blocking on SQLite blocks nothing else, and
