@@ -33,7 +33,7 @@ const HASHES: u32 = 5;
 /// Fewest keys a filter is sized for: 1.25 MiB of bits.
 const MIN_KEYS: usize = 1 << 20;
 /// Most keys a filter is sized for: 16 MiB of bits. Past it the filter answers "maybe" more
-/// often (about 8 % of lookups at twice this many keys), never wrongly.
+/// often (about 8 % of new keys at twice this many), never wrongly.
 const MAX_KEYS: usize = (16 << 20) * 8 / BITS_PER_KEY;
 /// Keys read per statement while building: each read is short, so the checkpointer's restart
 /// never waits long for the build.
@@ -95,10 +95,16 @@ impl KeyFilter {
             .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
     }
 
-    /// Whether it holds more keys than it was sized for (and is not at the largest size, where
-    /// a new filter would be no better).
+    /// Whether it should be built again: it holds more keys than it was sized for — twice as
+    /// many at the largest size, where only a table the purge has thinned since the last build
+    /// gives a better one.
     pub fn is_full(&self) -> bool {
-        self.added > self.capacity && self.capacity < MAX_KEYS
+        let limit = if self.capacity < MAX_KEYS {
+            self.capacity
+        } else {
+            self.capacity.saturating_mul(2)
+        };
+        self.added > limit
     }
 
     /// Keys added (with repeats).
