@@ -68,6 +68,8 @@ struct Inner {
     filter: Option<KeyFilter>,
     /// A filter being built: it receives every key recorded meanwhile.
     building: Option<KeyFilter>,
+    /// A build is claimed (its thread may not have begun it yet) or running.
+    build_claimed: bool,
     /// No build starts before this (after one failed).
     retry_at: Option<Instant>,
 }
@@ -102,27 +104,36 @@ impl DedupeTail {
             return Found::Live(k.owner.clone());
         }
         match &inner.filter {
-            Some(filter) if !filter.may_contain(key) => Found::NotStored,
+            Some(filter) if !filter.may_contain(key.as_bytes()) => Found::NotStored,
             _ => Found::MaybeStored,
         }
     }
 
-    /// Starts a build with `filter` (empty), unless one is running: the keys held here go in
-    /// now, those recorded from now on as they are recorded. Returns whether it started.
-    pub fn begin_filter(&self, mut filter: KeyFilter) -> bool {
+    /// Claims the next build of the filter, unless one is claimed or running. Returns whether it
+    /// did.
+    pub fn claim_filter_build(&self) -> bool {
         let mut inner = self.lock();
-        if inner.building.is_some() {
+        if inner.build_claimed {
             return false;
         }
-        for key in inner.keys.keys() {
-            filter.insert(key);
-        }
-        inner.building = Some(filter);
+        inner.build_claimed = true;
         true
     }
 
+    /// Starts the claimed build with `filter` (empty): the keys held here go in now, those
+    /// recorded from now on as they are recorded; the filter in use, if any, is dropped, so
+    /// that two are never in memory at once (keys are looked up until the new one is ready).
+    pub fn begin_filter(&self, mut filter: KeyFilter) {
+        let mut inner = self.lock();
+        for key in inner.keys.keys() {
+            filter.insert(key.as_bytes());
+        }
+        inner.building = Some(filter);
+        inner.filter = None;
+    }
+
     /// Adds keys read from the state database to the filter being built.
-    pub fn add_to_filter<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+    pub fn add_to_filter<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
         if let Some(filter) = self.lock().building.as_mut() {
             for key in keys {
                 filter.insert(key);
@@ -133,25 +144,27 @@ impl DedupeTail {
     /// Puts the filter being built in use.
     pub fn finish_filter(&self) {
         let mut inner = self.lock();
-        if let Some(filter) = inner.building.take() {
+        if let Some(mut filter) = inner.building.take() {
+            filter.put_in_use();
             inner.filter = Some(filter);
             inner.retry_at = None;
         }
+        inner.build_claimed = false;
     }
 
     /// Drops the filter being built (its scan failed); the next build waits [`FILTER_RETRY`].
     pub fn abandon_filter(&self) {
         let mut inner = self.lock();
         inner.building = None;
+        inner.build_claimed = false;
         inner.retry_at = Some(Instant::now() + FILTER_RETRY);
     }
 
-    /// If a filter should be built now (none yet, or the one in use holds more keys than it was
-    /// sized for, and no build is running), how many keys the state database is known to hold
-    /// at least (to size it).
+    /// If a filter should be built now (none yet, or the one in use is full, and no build is
+    /// claimed), how many keys the last one held (a floor for the new one's size).
     pub fn filter_wanted(&self) -> Option<usize> {
         let inner = self.lock();
-        if inner.building.is_some() || inner.retry_at.is_some_and(|at| Instant::now() < at) {
+        if inner.build_claimed || inner.retry_at.is_some_and(|at| Instant::now() < at) {
             return None;
         }
         match &inner.filter {
@@ -177,10 +190,10 @@ impl DedupeTail {
         for (key, owner) in keys {
             // Into the filters first: a key must be in them before the indexer can store it.
             if let Some(filter) = inner.filter.as_mut() {
-                filter.insert(&key);
+                filter.insert(key.as_bytes());
             }
             if let Some(filter) = inner.building.as_mut() {
-                filter.insert(&key);
+                filter.insert(key.as_bytes());
             }
             inner.records += 1;
             let record = inner.records;
@@ -317,18 +330,16 @@ mod tests {
         tail.forget_through(tail.up_to(1).through_record);
         // Recorded before the build, and still held (not indexed yet).
         tail.record([("rid:held".to_owned(), owner(2))], 100, 2);
-        assert!(tail.begin_filter(KeyFilter::with_capacity(10)));
-        assert!(
-            !tail.begin_filter(KeyFilter::with_capacity(10)),
-            "one build at a time"
-        );
-        assert_eq!(tail.filter_wanted(), None, "a build is running");
+        assert!(tail.claim_filter_build());
+        assert!(!tail.claim_filter_build(), "one build at a time");
+        assert_eq!(tail.filter_wanted(), None, "a build is claimed");
+        tail.begin_filter(KeyFilter::with_capacity(10));
         // Recorded while the scan runs.
         tail.record([("rid:during".to_owned(), owner(3))], 100, 3);
         // Before the build finishes nothing is ruled out.
         assert_eq!(tail.lookup("rid:never", 200), Found::MaybeStored);
         // The scan reads the table, which holds the indexed key.
-        tail.add_to_filter(["rid:indexed"]);
+        tail.add_to_filter(["rid:indexed".as_bytes()]);
         tail.finish_filter();
         tail.record([("rid:after".to_owned(), owner(4))], 100, 4);
         tail.forget_through(tail.up_to(4).through_record);
@@ -343,7 +354,8 @@ mod tests {
     #[test]
     fn a_failed_build_is_not_retried_at_once() {
         let tail = DedupeTail::default();
-        assert!(tail.begin_filter(KeyFilter::with_capacity(10)));
+        assert!(tail.claim_filter_build());
+        tail.begin_filter(KeyFilter::with_capacity(10));
         tail.abandon_filter();
         assert_eq!(tail.filter_wanted(), None);
         assert_eq!(tail.lookup("rid:x", 0), Found::MaybeStored);

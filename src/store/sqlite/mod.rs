@@ -124,6 +124,7 @@ impl SqliteStore {
             let tail = indexer::rebuild_tail(&mut state, window_ms)?;
             let dedupe_reader = Connection::open(&opened)?;
             dedupe_reader.busy_timeout(busy_timeout)?;
+            dedupe_reader.pragma_update(None, "cache_size", -open::DEDUPE_READER_CACHE_KIB)?;
             open::keep_plans(&dedupe_reader)?;
             Ok::<_, StoreError>((log, state, dedupe_reader, tail))
         })

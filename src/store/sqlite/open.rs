@@ -201,8 +201,14 @@ pub(super) fn restrict_to_owner(_path: &Path) -> Result<(), StoreError> {
 /// What SQLite may hold in memory over all its connections (page caches above all) before it
 /// recycles pages instead of allocating more. Each role's `cache_size` bounds its own cache; this
 /// bounds their sum as the databases grow: in a 60 s flood peak RSS was 73.6 MB without it and
-/// 61.6 MB with it, at the same ingest rate (`bench/RESULTS.md`).
-const SOFT_HEAP_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
+/// 61.6 MB with it, at the same ingest rate (`bench/RESULTS.md`). 12 MiB (16 before) since the
+/// committer's dedupe lookups go through a filter (`key_filter.rs`, 2 MiB and more) and rarely
+/// need pages of `dedupe_keys` cached ([`DEDUPE_READER_CACHE_KIB`]): in 60 s floods peak RSS was
+/// 57–62 MB with the filter and 12 MiB, 64–68 MB with it and 14–16 MiB, 61–64 MB before it.
+const SOFT_HEAP_LIMIT_BYTES: i64 = 12 * 1024 * 1024;
+/// Page cache of the committer's dedupe reader, in KiB: it reads only the keys the filter could
+/// not rule out, a few in a thousand.
+pub(super) const DEDUPE_READER_CACHE_KIB: i64 = 512;
 /// Page cache of the state database's writer, in KiB: entity, delivery and index pages that
 /// sync, fan-out and the indexer rewrite again and again.
 const STATE_CACHE_KIB: i64 = 8 * 1024;
