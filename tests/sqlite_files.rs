@@ -35,6 +35,19 @@ fn event(id: &str, meeting: i64, request_id: &str) -> NewEvent {
     event
 }
 
+/// Appends `evt_<n>` (request id `rid-<n>`) for each `n`, and waits until the indexer has them
+/// all (the purge indexes everything first).
+async fn append_indexed(store: &dyn zoomhook::store::EventStore, ns: std::ops::Range<i64>) {
+    let events: Vec<NewEvent> = ns
+        .map(|n| event(&format!("evt_{n}"), n, &format!("rid-{n}")))
+        .collect();
+    store.append_batch(events, WEEK_MS).await.expect("append");
+    store
+        .purge_expired_dedupe_keys(0, 1)
+        .await
+        .expect("index all");
+}
+
 fn log_path(db: &TestDb) -> PathBuf {
     db.sqlite_path().expect("a SQLite test database")
 }
@@ -228,15 +241,8 @@ async fn dedupe_is_exact_with_the_key_filter_built_from_the_table() {
     let store = zoomhook::store::sqlite::SqliteStore::open(path, &StoreOptions::default())
         .await
         .expect("open");
-    let first: Vec<NewEvent> = (0..50)
-        .map(|n| event(&format!("evt_{n}"), n, &format!("rid-{n}")))
-        .collect();
-    store.append_batch(first, WEEK_MS).await.expect("append");
-    // Every key into the table (the purge indexes everything first), none left in memory.
-    store
-        .purge_expired_dedupe_keys(0, 1)
-        .await
-        .expect("index all");
+    // Every key into the table, none left in memory.
+    append_indexed(&store, 0..50).await;
     drop(store);
 
     let store = zoomhook::store::sqlite::SqliteStore::open(path, &StoreOptions::default())
@@ -307,15 +313,7 @@ async fn dedupe_is_exact_with_the_key_filter_built_from_the_table() {
 async fn a_state_database_newer_than_its_log_is_trimmed_to_the_log() {
     let db = TestDb::sqlite();
     let store = open(&db).await;
-    let events: Vec<NewEvent> = (1..=5)
-        .map(|n| event(&format!("evt_{n}"), n, &format!("rid-{n}")))
-        .collect();
-    store.append_batch(events, WEEK_MS).await.expect("append");
-    // Wait until the index has the five (the purge indexes everything first).
-    store
-        .purge_expired_dedupe_keys(0, 1)
-        .await
-        .expect("index all");
+    append_indexed(store.as_ref(), 1..6).await;
     drop(store);
     let log = rusqlite::Connection::open(log_path(&db)).expect("log");
     log.execute("DELETE FROM events WHERE seq > 3", [])
