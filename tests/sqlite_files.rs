@@ -48,6 +48,17 @@ async fn append_indexed(store: &dyn zoomhook::store::EventStore, ns: std::ops::R
         .expect("index all");
 }
 
+/// Appends `events` and checks that every one is answered as a duplicate.
+async fn assert_duplicates(store: &dyn zoomhook::store::EventStore, events: Vec<NewEvent>) {
+    let outcomes = store.append_batch(events, WEEK_MS).await.expect("append");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
+        "{outcomes:?}"
+    );
+}
+
 fn log_path(db: &TestDb) -> PathBuf {
     db.sqlite_path().expect("a SQLite test database")
 }
@@ -254,16 +265,7 @@ async fn dedupe_is_exact_with_the_key_filter_built_from_the_table() {
             .map(|n| event(&format!("evt_retry_{n}"), 1_000 + n, &format!("rid-{n}")))
             .collect()
     };
-    let outcomes = store
-        .append_batch(retry(0, 10), WEEK_MS)
-        .await
-        .expect("append");
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
-        "{outcomes:?}"
-    );
+    assert_duplicates(&store, retry(0, 10)).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while store.dedupe_filter_bytes() == 0 {
         assert!(
@@ -272,16 +274,7 @@ async fn dedupe_is_exact_with_the_key_filter_built_from_the_table() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let outcomes = store
-        .append_batch(retry(10, 50), WEEK_MS)
-        .await
-        .expect("append");
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
-        "{outcomes:?}"
-    );
+    assert_duplicates(&store, retry(10, 50)).await;
     let new: Vec<NewEvent> = (50..60)
         .map(|n| event(&format!("evt_{n}"), n, &format!("rid-{n}")))
         .collect();
@@ -293,16 +286,7 @@ async fn dedupe_is_exact_with_the_key_filter_built_from_the_table() {
         "{outcomes:?}"
     );
     // And a retry of those, now only in the committer's memory and the filter.
-    let outcomes = store
-        .append_batch(retry(50, 60), WEEK_MS)
-        .await
-        .expect("append");
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
-        "{outcomes:?}"
-    );
+    assert_duplicates(&store, retry(50, 60)).await;
     assert_eq!(store.head_seq().await.expect("head"), 60);
 }
 
