@@ -231,7 +231,7 @@ mod tests {
         let maybe = (0..100_000)
             .filter(|i| filter.may_contain(format!("sem:{i}").as_bytes()))
             .count();
-        // Sized for 1M keys and holding 100k: well under 1 % answer "maybe".
+        // Sized for the minimum (2M keys) and holding 100k: well under 1 % answer "maybe".
         assert!(maybe < 1_000, "{maybe} of 100000 new keys answered maybe");
         assert!(!filter.is_full());
     }
